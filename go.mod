@@ -1,0 +1,3 @@
+module github.com/torkbot/sandbox
+
+go 1.26

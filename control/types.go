@@ -1,0 +1,81 @@
+package control
+
+import (
+	"maps"
+	"time"
+)
+
+// Command is a command to run in the guest.
+type Command struct {
+	// Name is the program: a path, or a name looked up in the PATH of Env.
+	// It is also argv[0].
+	Name string
+	// Args are the arguments after argv[0].
+	Args []string
+	// Dir is the working directory; empty means "/".
+	Dir string
+	// Env is merged over DefaultEnv. On the guest side (Handler.Start) it is
+	// the complete, merged environment.
+	Env map[string]string
+}
+
+// DefaultEnv returns the environment every command starts from; the
+// request's variables are merged over it.
+func DefaultEnv() map[string]string {
+	return map[string]string{
+		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME": "/root",
+		"LANG": "C.UTF-8",
+	}
+}
+
+func mergeEnv(env map[string]string) map[string]string {
+	merged := DefaultEnv()
+	maps.Copy(merged, env)
+	return merged
+}
+
+// FD names an output stream of a command.
+type FD int
+
+// The output streams of a command.
+const (
+	Stdout FD = 1
+	Stderr FD = 2
+)
+
+func (fd FD) String() string {
+	switch fd {
+	case Stdout:
+		return "stdout"
+	case Stderr:
+		return "stderr"
+	}
+	return "fd?"
+}
+
+// OutputSink receives a command's output as the guest produces it. Run calls
+// it from Run's own goroutine, in order for each FD, never concurrently.
+// The sink owns chunk and may keep it. A slow sink slows the command down
+// (flow control) without affecting other commands.
+type OutputSink func(fd FD, chunk []byte)
+
+// GuestInfo is what the guest reports in the handshake.
+type GuestInfo struct {
+	// ProtocolVersion is the guest's protocol version; equal to the host's
+	// when Handshake succeeds.
+	ProtocolVersion int
+	// Capabilities lists the operations the guest serves, e.g. "exec".
+	Capabilities []string
+	// KernelRelease is the guest kernel's `uname -r`.
+	KernelRelease string
+	// Boot is the guest's boot timeline, in order.
+	Boot []BootEvent
+}
+
+// BootEvent is one milestone of the guest's boot.
+type BootEvent struct {
+	Name string
+	// At is the time since the guest kernel started (CLOCK_BOOTTIME).
+	At time.Duration
+}

@@ -1,0 +1,66 @@
+//go:build linux
+
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseCmdline(t *testing.T) {
+	defaults := defaultBootConfig()
+	tests := []struct {
+		name         string
+		cmdline      string
+		want         bootConfig
+		wantWarnings int
+		wantErr      string
+	}{
+		{name: "defaults", cmdline: "console=ttyS0 quiet\n", want: defaults},
+		{
+			name:    "all set",
+			cmdline: "console=ttyS0 sandbox.root=/dev/vdb sandbox.rootfstype=xfs sandbox.rootmode=rw sandbox.hostname=lane-1 panic=-1",
+			want:    bootConfig{root: "/dev/vdb", rootFSType: "xfs", rootReadOnly: false, hostname: "lane-1"},
+		},
+		{name: "last one wins", cmdline: "sandbox.rootmode=rw sandbox.rootmode=ro", want: defaults},
+		{name: "quoted", cmdline: `sandbox.hostname="box" "sandbox.root=/dev/vdc"`, want: bootConfig{root: "/dev/vdc", rootFSType: "ext4", rootReadOnly: true, hostname: "box"}},
+		{name: "init arguments are not parameters", cmdline: "quiet -- sandbox.rootmode=bogus", want: defaults},
+		{name: "unknown sandbox parameter", cmdline: "sandbox.rot=/dev/vdb sandbox.x", want: defaults, wantWarnings: 2},
+		{name: "bad mode", cmdline: "sandbox.rootmode=rx", wantErr: "sandbox.rootmode"},
+		{name: "relative root", cmdline: "sandbox.root=vda", wantErr: "sandbox.root"},
+		{name: "unclean root", cmdline: "sandbox.root=/dev/../vda", wantErr: "sandbox.root"},
+		{name: "bad fstype", cmdline: "sandbox.rootfstype=ext4,x", wantErr: "sandbox.rootfstype"},
+		{name: "empty hostname", cmdline: "sandbox.hostname=", wantErr: "sandbox.hostname"},
+		{name: "hostname with a space", cmdline: `sandbox.hostname="a b"`, wantErr: "sandbox.hostname"},
+		{name: "long hostname", cmdline: "sandbox.hostname=" + strings.Repeat("h", 65), wantErr: "sandbox.hostname"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings, err := parseCmdline(tt.cmdline)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("config = %+v, want %+v", got, tt.want)
+			}
+			if len(warnings) != tt.wantWarnings {
+				t.Errorf("warnings = %q, want %d", warnings, tt.wantWarnings)
+			}
+		})
+	}
+}
+
+func TestSplitCmdline(t *testing.T) {
+	got := splitCmdline(`  a=1  b="x y" "c=z w"  d -- e`)
+	want := []string{"a=1", "b=x y", "c=z w", "d"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("split = %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,180 @@
+//go:build linux
+
+// Command sandbox-init is PID 1 of a sandbox VM. It mounts the root
+// filesystem the host attached and switches into it, then serves the
+// control protocol (package control) on the channel named "control" until
+// the host asks it to shut down or the channel is lost, and powers the VM
+// off. It never hangs: a fatal error is logged as "sandbox-init: fatal: ..."
+// on the console and powers off too. README.md lists the boot sequence and
+// the kernel command line parameters.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/sandbox-init/channel"
+	"github.com/torkbot/sandbox/sandbox-init/reaper"
+	"github.com/torkbot/sandbox/sandbox-init/runner"
+)
+
+// controlChannel is the name of the channel the host talks to init on.
+const controlChannel = "control"
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "sandbox-init: must run as PID 1 of a sandbox VM")
+		os.Exit(2)
+	}
+	pid1 := &initProcess{log: &console{w: os.Stderr}}
+	pid1.mark("init")
+	// PID 1 must outlive stray signals, which the Go runtime would turn into
+	// an exit (or a crash, for SIGQUIT). Ignoring them (SIG_IGN) would be
+	// inherited by every command; caught signals are reset to the default
+	// in children. So catch them into a channel nobody reads: once it is
+	// full they are dropped.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT)
+	defer func() {
+		if r := recover(); r != nil {
+			pid1.fatal(fmt.Errorf("panic: %v", r))
+		}
+	}()
+	if err := pid1.run(); err != nil {
+		pid1.fatal(err)
+	}
+	powerOff(pid1.log)
+}
+
+// initProcess is the state of PID 1.
+type initProcess struct {
+	log *console
+	// boot is the boot timeline reported to the host.
+	boot []control.BootEvent
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+func (p *initProcess) mark(event string) {
+	p.boot = append(p.boot, control.BootEvent{Name: event, At: sinceBoot()})
+}
+
+// run boots the guest and serves the host until shutdown or channel loss.
+// It returns an error only for a fatal boot failure.
+func (p *initProcess) run() error {
+	if err := mountEarly(); err != nil {
+		return err
+	}
+	if err := p.log.attach(); err != nil {
+		p.log.logf("warning: no /dev/console, logging to stderr: %v", err)
+	}
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return fmt.Errorf("uname: %w", err)
+	}
+	kernelRelease := unix.ByteSliceToString(uts.Release[:])
+	p.log.logf("starting on Linux %s", kernelRelease)
+
+	n, err := loadModules(modulesDir)
+	if err != nil {
+		return err
+	}
+	p.mark("modules")
+	p.log.logf("loaded %d kernel modules", n)
+
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	cfg, warnings, err := parseCmdline(string(cmdline))
+	if err != nil {
+		return fmt.Errorf("kernel command line: %w", err)
+	}
+	for _, w := range warnings {
+		p.log.logf("warning: %s", w)
+	}
+
+	if err := mountRoot(cfg); err != nil {
+		return err
+	}
+	if err := switchRoot(newRootDir, !cfg.rootReadOnly, p.log); err != nil {
+		return err
+	}
+	if err := mountSystem(!cfg.rootReadOnly); err != nil {
+		return err
+	}
+	mode := "rw"
+	if cfg.rootReadOnly {
+		mode = "ro"
+	}
+	p.mark("root")
+	p.log.logf("root %s (%s, %s) mounted", cfg.root, cfg.rootFSType, mode)
+
+	if err := unix.Sethostname([]byte(cfg.hostname)); err != nil {
+		return fmt.Errorf("set hostname: %w", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return err
+	}
+
+	// The reaper must run before the first process starts.
+	r := reaper.New(reaper.Wait4)
+	go r.Run(context.Background())
+
+	ch, err := channel.Open(controlChannel)
+	if err != nil {
+		return err
+	}
+	p.mark("ready")
+	srv := &control.Server{
+		Handler:       handler{Runner: runner.New(r), init: p},
+		KernelRelease: kernelRelease,
+		Boot:          p.boot,
+		Log:           p.log,
+	}
+	p.log.logf("serving on channel %q", controlChannel)
+	if err := srv.Serve(context.Background(), ch); err != nil {
+		p.log.logf("control channel lost: %v", err)
+	} else {
+		p.log.logf("shutdown requested by the host")
+	}
+	if err := p.stop(); err != nil {
+		p.log.logf("warning: %v", err)
+	}
+	return nil
+}
+
+// stop runs stopGuest once; the host's shutdown request and the end of
+// run both call it.
+func (p *initProcess) stop() error {
+	p.stopOnce.Do(func() { p.stopErr = stopGuest(p.log) })
+	return p.stopErr
+}
+
+// fatal reports err and powers off.
+func (p *initProcess) fatal(err error) {
+	// One line, so that the host can quote it.
+	p.log.logf("fatal: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	if err := p.stop(); err != nil {
+		p.log.logf("warning: %v", err)
+	}
+	powerOff(p.log)
+}
+
+// handler serves the host's operations: commands through the runner,
+// shutdown by stopping the guest.
+type handler struct {
+	*runner.Runner
+	init *initProcess
+}
+
+var _ control.Handler = handler{}
+
+func (h handler) Shutdown(context.Context) error { return h.init.stop() }

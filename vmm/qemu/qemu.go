@@ -1,0 +1,281 @@
+// Package qemu is the QEMU engine: a `-M microvm` guest booted straight from
+// an uncompressed kernel, with the root disk on virtio-blk and named channels
+// on virtio-serial ports. It runs with KVM where KVM can actually boot a
+// guest and with TCG (software emulation) otherwise.
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/torkbot/sandbox/vmm"
+)
+
+// Accelerators QEMU can run a guest with.
+const (
+	AccelTCG = "tcg"
+	AccelKVM = "kvm"
+	AccelHVF = "hvf"
+)
+
+// Engine starts QEMU machines.
+type Engine struct {
+	binary string
+	accel  string
+}
+
+var _ vmm.Engine = (*Engine)(nil)
+
+// Options configure an Engine.
+type Options struct {
+	// Binary is the QEMU system emulator; empty means qemu-system-<arch> on PATH.
+	Binary string
+	// Accel forces an accelerator (AccelTCG, AccelKVM, AccelHVF); empty means
+	// probe: KVM when it boots a guest here, TCG otherwise.
+	Accel string
+	// ProbeCacheDir keeps the probe's verdict across processes; empty: no cache.
+	ProbeCacheDir string
+}
+
+// ErrNotInstalled reports that no QEMU system emulator was found.
+var ErrNotInstalled = errors.New("qemu: system emulator not found")
+
+// New finds QEMU and settles the accelerator. kernel and initrd are what the
+// KVM probe boots (the same ones real guests use).
+func New(ctx context.Context, opts Options, kernel, initrd string) (*Engine, error) {
+	binary, err := findBinary(opts.Binary)
+	if err != nil {
+		return nil, err
+	}
+	accel := opts.Accel
+	switch accel {
+	case AccelTCG, AccelKVM:
+	case AccelHVF:
+		if runtime.GOOS != "darwin" {
+			return nil, fmt.Errorf("qemu: accelerator %q needs macOS; use tcg or kvm on %s", accel, runtime.GOOS)
+		}
+	case "":
+		accel = chooseAccel(ctx, binary, kernel, initrd, opts.ProbeCacheDir)
+	default:
+		return nil, fmt.Errorf("qemu: unknown accelerator %q (want tcg, kvm or hvf)", accel)
+	}
+	return &Engine{binary: binary, accel: accel}, nil
+}
+
+// Name implements vmm.Engine.
+func (e *Engine) Name() string { return "qemu" }
+
+// Accel is the accelerator machines of this engine run with.
+func (e *Engine) Accel() string { return e.accel }
+
+func qemuArch() (string, error) {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64", nil
+	default:
+		return "", fmt.Errorf("qemu: the microvm machine this engine uses needs x86_64 hosts; %s is not supported yet", runtime.GOARCH)
+	}
+}
+
+func findBinary(explicit string) (string, error) {
+	if explicit != "" {
+		if _, err := os.Stat(explicit); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrNotInstalled, err)
+		}
+		return explicit, nil
+	}
+	arch, err := qemuArch()
+	if err != nil {
+		return "", err
+	}
+	name := "qemu-system-" + arch
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s is not on PATH; install it (Debian/Ubuntu: apt-get install qemu-system-x86; Fedora: dnf install qemu-system-x86-core; Arch: pacman -S qemu-base) or set SANDBOX_QEMU to its path", ErrNotInstalled, name)
+	}
+	return path, nil
+}
+
+// Kernel parameters that cut boot time under emulation (measured in
+// shared/reference/vm-boot-spike): no self-tests, no watchdogs, no PCI scan
+// (microvm devices come from ACPI), one UART, and panic → power off so a
+// broken guest ends the VMM rather than hanging.
+const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog"
+
+func (e *Engine) args(spec vmm.Spec) []string {
+	cmdline := baseCmdline
+	if e.accel == AccelTCG {
+		cmdline += fmt.Sprintf(" tsc_early_khz=%d", hostTSCKHz())
+	}
+	if spec.Cmdline != "" {
+		cmdline += " " + spec.Cmdline
+	}
+	args := []string{
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-accel", e.accel,
+		"-M", "microvm",
+		"-m", fmt.Sprint(spec.MemoryMiB),
+		"-smp", fmt.Sprint(spec.CPUs),
+		"-kernel", spec.Kernel,
+		"-initrd", spec.Initrd,
+		"-append", cmdline,
+		"-chardev", "stdio,id=console,signal=off",
+		"-serial", "chardev:console",
+	}
+	if e.accel == AccelKVM {
+		args = append(args, "-cpu", "host")
+	}
+	readOnly := "off"
+	if spec.RootDisk.ReadOnly {
+		readOnly = "on"
+	}
+	args = append(args,
+		"-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=root,readonly=%s", escapeOpt(spec.RootDisk.Path), spec.RootDisk.Format, readOnly),
+		"-device", "virtio-blk-device,drive=root",
+	)
+	if len(spec.Channels) > 0 {
+		args = append(args, "-device", "virtio-serial-device")
+		for i, ch := range spec.Channels {
+			// ExtraFiles[i] becomes fd 3+i in the child.
+			args = append(args,
+				"-chardev", fmt.Sprintf("socket,id=ch%d,fd=%d", i, 3+i),
+				"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, ch.Name),
+			)
+		}
+	}
+	return args
+}
+
+// escapeOpt escapes a value for QEMU's comma-separated option syntax.
+func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// Start implements vmm.Engine.
+func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(e.binary, e.args(spec)...)
+	cmd.Stdin = nil // /dev/null
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: console pipe: %w", err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		stdout.Close()
+		return nil, fmt.Errorf("qemu: stderr pipe: %w", err)
+	}
+	for _, ch := range spec.Channels {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ch.Conn)
+	}
+	startErr := ctx.Err()
+	if startErr == nil {
+		startErr = vmm.StartChild(cmd)
+	}
+	// The child has its own copies now (or never will): ours must go, so the
+	// host end of each channel sees EOF when QEMU exits.
+	for _, ch := range spec.Channels {
+		ch.Conn.Close()
+	}
+	if startErr != nil {
+		stdout.Close()
+		stderr.Close()
+		return nil, fmt.Errorf("qemu: start %s: %w", e.binary, startErr)
+	}
+	m := &machine{cmd: cmd, done: make(chan struct{})}
+	console := spec.Console
+	if console == nil {
+		console = io.Discard
+	}
+	go m.wait(stdout, stderr, console)
+	return m, nil
+}
+
+func validate(spec vmm.Spec) error {
+	switch {
+	case spec.CPUs < 1 || spec.CPUs > 255:
+		return fmt.Errorf("qemu: %d vCPUs is out of range 1..255", spec.CPUs)
+	case spec.MemoryMiB < 64:
+		return fmt.Errorf("qemu: %d MiB of memory is too little to boot (at least 64)", spec.MemoryMiB)
+	case spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
+		return fmt.Errorf("qemu: unsupported disk format %q", spec.RootDisk.Format)
+	}
+	for _, ch := range spec.Channels {
+		if ch.Name == "" || strings.ContainsAny(ch.Name, ",= \t\n") {
+			return fmt.Errorf("qemu: invalid channel name %q", ch.Name)
+		}
+	}
+	for _, p := range []string{spec.Kernel, spec.Initrd, spec.RootDisk.Path} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("qemu: %w", err)
+		}
+	}
+	return nil
+}
+
+type machine struct {
+	cmd      *exec.Cmd
+	done     chan struct{}
+	killOnce sync.Once
+	status   string
+}
+
+func (m *machine) wait(stdout, stderr io.Reader, console io.Writer) {
+	var consoleMu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				consoleMu.Lock()
+				console.Write(buf[:n])
+				consoleMu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		// QEMU's own complaints (bad option, unreadable disk) go into the
+		// console record too, marked, so errors about the guest show them.
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			consoleMu.Lock()
+			fmt.Fprintf(console, "[qemu] %s\n", sc.Text())
+			consoleMu.Unlock()
+		}
+	})
+	wg.Wait()
+	err := m.cmd.Wait()
+	if err == nil {
+		m.status = "exit status 0"
+	} else {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			m.status = exit.ProcessState.String()
+		} else {
+			m.status = err.Error()
+		}
+	}
+	close(m.done)
+}
+
+func (m *machine) Done() <-chan struct{} { return m.done }
+func (m *machine) ExitStatus() string {
+	<-m.done
+	return m.status
+}
+func (m *machine) Pid() int { return m.cmd.Process.Pid }
+func (m *machine) Kill() {
+	m.killOnce.Do(func() { m.cmd.Process.Kill() })
+}

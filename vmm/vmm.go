@@ -1,0 +1,69 @@
+// Package vmm defines what a VM engine is given and what it hands back: one
+// Spec in, one running Machine out. Engines (vmm/qemu, later libkrun) live in
+// sub-packages; nothing above this package knows which engine runs a guest.
+package vmm
+
+import (
+	"context"
+	"io"
+	"os"
+)
+
+// Spec is everything an engine needs to start a guest, and nothing else.
+type Spec struct {
+	Kernel  string // uncompressed vmlinux (ELF with a PVH note)
+	Initrd  string // newc cpio holding sandbox-init and the guest's modules
+	Cmdline string // kernel command line; engines append their own console settings
+
+	CPUs      int
+	MemoryMiB int
+
+	// RootDisk is the guest's /dev/vda.
+	RootDisk Disk
+
+	// Channels are named byte streams between host and guest. The engine
+	// takes ownership of each Conn: it hands it to the VMM and closes its own
+	// copy. The caller keeps the other end of the socket pair.
+	Channels []Channel
+
+	// Console receives everything the guest writes to its console. It is
+	// written from one goroutine; it must not block for long.
+	Console io.Writer
+}
+
+// Disk is a block device image.
+type Disk struct {
+	Path     string
+	Format   string // "qcow2" or "raw"
+	ReadOnly bool
+}
+
+// Channel is one named host↔guest byte stream (a virtio-serial port for QEMU,
+// a vsock port for libkrun). The guest finds it by Name.
+type Channel struct {
+	Name string
+	Conn *os.File // the VMM's end of a connected stream socket pair
+}
+
+// Machine is a started VMM child process.
+type Machine interface {
+	// Done is closed when the VMM process has exited and its console has
+	// been read to the end.
+	Done() <-chan struct{}
+	// ExitStatus describes how the VMM exited ("exit status 1", "signal:
+	// killed"); valid after Done is closed.
+	ExitStatus() string
+	// Kill stops the VMM at once. Safe to call at any time, more than once.
+	Kill()
+	// Pid is the VMM's process id.
+	Pid() int
+}
+
+// Engine starts machines.
+type Engine interface {
+	// Name is the engine's name as users select it with SANDBOX_ENGINE.
+	Name() string
+	// Start launches a VMM for spec. The machine runs until the guest powers
+	// off, Kill is called or the calling process dies; ctx bounds only the start.
+	Start(ctx context.Context, spec Spec) (Machine, error)
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/torkbot/sandbox/bridge/napi"
+	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/vmm/qemu"
+)
+
+// Error codes JS sees as err.code. They are part of the JS↔addon contract.
+const (
+	codeInvalidRequest = "ERR_SANDBOX_INVALID_REQUEST"
+	codeClosed         = "ERR_SANDBOX_CLOSED"
+	codeVMMExited      = "ERR_SANDBOX_VMM_EXITED"
+	codeBootTimeout    = "ERR_SANDBOX_BOOT_TIMEOUT"
+	codeEngine         = "ERR_SANDBOX_ENGINE"
+	codeUnsupported    = "ERR_SANDBOX_UNSUPPORTED"
+	codeInternal       = "ERR_SANDBOX"
+)
+
+func jsError(err error) error {
+	var coded *napi.Error
+	if errors.As(err, &coded) {
+		return err
+	}
+	code := codeInternal
+	switch {
+	case errors.Is(err, lane.ErrClosed):
+		code = codeClosed
+	case errors.As(err, new(*lane.ExitedError)):
+		code = codeVMMExited
+	case errors.As(err, new(*lane.BootTimeoutError)):
+		code = codeBootTimeout
+	case errors.Is(err, qemu.ErrNotInstalled):
+		code = codeEngine
+	}
+	return &napi.Error{Code: code, Message: err.Error()}
+}

@@ -1,0 +1,308 @@
+// Package lane is one booted sandbox: a VMM child running our kernel and
+// init, and the control session with that init. It owns their lifecycle from
+// boot to close, and turns every way a guest can fail (never ready, VMM
+// killed, session lost) into an error that says what happened and shows the
+// tail of the guest console.
+package lane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/vmm"
+)
+
+// ErrClosed is returned by calls on a lane that is closing or closed.
+var ErrClosed = errors.New("sandbox is closed")
+
+// ExitedError reports that the VMM exited while the lane was in use (or
+// while it booted), with how it exited and what the guest said last.
+type ExitedError struct {
+	Engine      string
+	Status      string
+	ConsoleTail string
+}
+
+func (e *ExitedError) Error() string {
+	return fmt.Sprintf("sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
+}
+
+// BootTimeoutError reports a guest that did not become ready in time.
+type BootTimeoutError struct {
+	After       time.Duration
+	ConsoleTail string
+}
+
+func (e *BootTimeoutError) Error() string {
+	return fmt.Sprintf("sandbox VM did not become ready within %v; last guest console output:\n%s", e.After, indent(e.ConsoleTail))
+}
+
+func indent(s string) string {
+	if s == "" {
+		return "  (nothing)"
+	}
+	out := []byte("  ")
+	for i := 0; i < len(s); i++ {
+		out = append(out, s[i])
+		if s[i] == '\n' && i+1 < len(s) {
+			out = append(out, ' ', ' ')
+		}
+	}
+	return string(out)
+}
+
+// Config describes one lane.
+type Config struct {
+	Engine    vmm.Engine
+	Kernel    string
+	Initrd    string
+	RootDisk  vmm.Disk
+	CPUs      int
+	MemoryMiB int
+	// ConsoleOutput, when set, is a file that also receives the guest console.
+	ConsoleOutput string
+	// BootTimeout bounds boot from VMM start to the guest's handshake.
+	BootTimeout time.Duration
+}
+
+// consoleTailBytes is how much guest console an error shows.
+const consoleTailBytes = 4 << 10
+
+// shutdownGrace is how long close waits for a guest to power off cleanly
+// before the VMM is killed.
+const shutdownGrace = 5 * time.Second
+
+// Lane is a booted sandbox.
+type Lane struct {
+	engine  string
+	machine vmm.Machine
+	client  *control.Client
+	console *vmm.ConsoleTail
+	conFile *os.File
+	Guest   control.GuestInfo
+
+	mu       sync.Mutex
+	closing  bool
+	closed   chan struct{}
+	closeErr error
+}
+
+// Boot starts a VMM and waits until the guest's init answers the handshake.
+// On any failure nothing is left running.
+func Boot(ctx context.Context, cfg Config) (*Lane, error) {
+	tail := vmm.NewConsoleTail(consoleTailBytes)
+	var console io.Writer = tail
+	var conFile *os.File
+	if cfg.ConsoleOutput != "" {
+		f, err := os.OpenFile(cfg.ConsoleOutput, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open console output file: %w", err)
+		}
+		conFile = f
+		console = io.MultiWriter(tail, f)
+	}
+	fail := func(err error) (*Lane, error) {
+		if conFile != nil {
+			conFile.Close()
+		}
+		return nil, err
+	}
+
+	host, guest, err := socketPair()
+	if err != nil {
+		return fail(fmt.Errorf("create control channel: %w", err))
+	}
+	machine, err := cfg.Engine.Start(ctx, vmm.Spec{
+		Kernel:    cfg.Kernel,
+		Initrd:    cfg.Initrd,
+		CPUs:      cfg.CPUs,
+		MemoryMiB: cfg.MemoryMiB,
+		RootDisk:  cfg.RootDisk,
+		Channels:  []vmm.Channel{{Name: "control", Conn: guest}},
+		Console:   console,
+	})
+	if err != nil {
+		host.Close()
+		return fail(err)
+	}
+	client, err := control.NewClient(host)
+	if err != nil {
+		machine.Kill()
+		<-machine.Done()
+		host.Close()
+		return fail(err)
+	}
+	l := &Lane{
+		engine:  cfg.Engine.Name(),
+		machine: machine,
+		client:  client,
+		console: tail,
+		conFile: conFile,
+		closed:  make(chan struct{}),
+	}
+
+	bootCtx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
+	defer cancel()
+	type handshake struct {
+		info control.GuestInfo
+		err  error
+	}
+	hs := make(chan handshake, 1)
+	go func() {
+		info, err := l.client.Handshake(bootCtx)
+		hs <- handshake{info, err}
+	}()
+	select {
+	case r := <-hs:
+		if r.err == nil {
+			l.Guest = r.info
+			go l.watch()
+			return l, nil
+		}
+		switch {
+		case errors.Is(bootCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+			err = &BootTimeoutError{After: cfg.BootTimeout, ConsoleTail: tail.String()}
+		case machineExited(machine):
+			err = l.exitedError()
+		default:
+			err = fmt.Errorf("sandbox VM boot failed: %w", r.err)
+		}
+	case <-machine.Done():
+		err = l.exitedError()
+	}
+	l.kill()
+	return nil, err
+}
+
+// watch closes the control session when the VMM exits on its own, so calls
+// in flight fail at once rather than when the channel notices.
+func (l *Lane) watch() {
+	<-l.machine.Done()
+	l.client.Close()
+}
+
+func machineExited(m vmm.Machine) bool {
+	select {
+	case <-m.Done():
+		return true
+	case <-time.After(200 * time.Millisecond):
+		return false
+	}
+}
+
+func (l *Lane) exitedError() error {
+	return &ExitedError{Engine: l.engine, Status: l.machine.ExitStatus(), ConsoleTail: l.console.String()}
+}
+
+// Pid is the VMM process id.
+func (l *Lane) Pid() int { return l.machine.Pid() }
+
+// Run runs cmd in the guest, passing output to sink, and returns its exit code.
+func (l *Lane) Run(ctx context.Context, cmd control.Command, sink control.OutputSink) (int, error) {
+	l.mu.Lock()
+	closing := l.closing
+	l.mu.Unlock()
+	if closing {
+		return 0, ErrClosed
+	}
+	code, err := l.client.Run(ctx, cmd, sink)
+	if err == nil || ctx.Err() != nil {
+		return code, err
+	}
+	return code, l.explain(err)
+}
+
+// explain turns a control error into the lane-level reason: the lane was
+// closed, or the VMM died.
+func (l *Lane) explain(err error) error {
+	l.mu.Lock()
+	closing := l.closing
+	l.mu.Unlock()
+	if closing && (errors.Is(err, control.ErrClosed) || errors.Is(err, control.ErrSessionLost)) {
+		return ErrClosed
+	}
+	if machineExited(l.machine) {
+		return l.exitedError()
+	}
+	return err
+}
+
+// Close asks the guest to sync and power off, waits for the VMM to exit
+// (killing it after a grace period) and releases everything. It is
+// idempotent; every call returns the first close's result.
+func (l *Lane) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		<-l.closed
+		return l.closeErr
+	}
+	l.closing = true
+	l.mu.Unlock()
+
+	var err error
+	select {
+	case <-l.machine.Done():
+		// Already gone: nothing to shut down cleanly, nothing was lost that a
+		// read-only root could lose.
+	default:
+		sctx, cancel := context.WithTimeout(ctx, shutdownGrace)
+		if serr := l.client.Shutdown(sctx); serr != nil && !errors.Is(serr, control.ErrSessionLost) {
+			err = fmt.Errorf("guest shutdown: %w", serr)
+		}
+		select {
+		case <-l.machine.Done():
+		case <-sctx.Done():
+			l.machine.Kill()
+		}
+		cancel()
+	}
+	l.release()
+	l.closeErr = err
+	close(l.closed)
+	return err
+}
+
+// Kill stops the VMM at once and releases everything; for when the
+// JavaScript side that owned the lane is gone.
+func (l *Lane) Kill() {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return
+	}
+	l.closing = true
+	l.mu.Unlock()
+	l.kill()
+	close(l.closed)
+}
+
+func (l *Lane) kill() {
+	l.machine.Kill()
+	l.release()
+}
+
+func (l *Lane) release() {
+	l.client.Close()
+	<-l.machine.Done()
+	if l.conFile != nil {
+		l.conFile.Close()
+	}
+}
+
+// socketPair returns the two ends of a connected stream socket pair, both
+// close-on-exec (the engine passes its end to the VMM explicitly).
+func socketPair() (host, guest *os.File, err error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest"), nil
+}

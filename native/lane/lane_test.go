@@ -1,0 +1,80 @@
+package lane_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/vmm"
+	"github.com/torkbot/sandbox/vmm/qemu"
+)
+
+// artifacts is where scripts/build.sh puts the guest kernel, initrd and image.
+func artifacts(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "../../platform-packages/linux-x64-gnu/artifacts")
+	if _, err := os.Stat(filepath.Join(dir, "kernel/initrd.cpio")); err != nil {
+		t.Skipf("guest artifacts not built (run scripts/build.sh): %v", err)
+	}
+	return dir
+}
+
+func boot(t *testing.T) *lane.Lane {
+	t.Helper()
+	dir := artifacts(t)
+	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
+	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lane.Boot(context.Background(), lane.Config{
+		Engine: engine, Kernel: kernel, Initrd: initrd,
+		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2", ReadOnly: true},
+		CPUs:        1,
+		MemoryMiB:   256,
+		BootTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return l
+}
+
+func run(t *testing.T, l *lane.Lane, name string, args ...string) (int, string) {
+	var mu sync.Mutex
+	var out strings.Builder
+	code, err := l.Run(context.Background(), control.Command{Name: name, Args: args}, func(_ control.FD, b []byte) {
+		mu.Lock()
+		out.Write(b)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return code, out.String()
+}
+
+func TestConcurrentRuns(t *testing.T) {
+	l := boot(t)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, word := range []string{"a", "b", "c"} {
+		wg.Go(func() {
+			if code, out := run(t, l, "sh", "-c", "sleep 1; echo "+word); code != 0 || out != word+"\n" {
+				t.Errorf("got %d %q", code, out)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("three 1 s commands took %v: not concurrent", d)
+	}
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/torkbot/sandbox/bridge/napi"
+	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/vmm"
+	"github.com/torkbot/sandbox/vmm/qemu"
+)
+
+// defaultBootTimeout bounds a boot; generous because TCG on a loaded
+// two-core machine boots in seconds, not milliseconds.
+const defaultBootTimeout = 60 * time.Second
+
+type sandbox struct {
+	env  napi.EnvID
+	lane *lane.Lane
+}
+
+var (
+	sandboxesMu sync.Mutex
+	sandboxes   = map[uint64]*sandbox{}
+	nextID      uint64
+)
+
+func lookup(id uint64) (*sandbox, error) {
+	sandboxesMu.Lock()
+	defer sandboxesMu.Unlock()
+	s := sandboxes[id]
+	if s == nil {
+		return nil, lane.ErrClosed
+	}
+	return s, nil
+}
+
+type bootRequest struct {
+	Kernel   string `json:"kernel"`
+	Initrd   string `json:"initrd"`
+	RootDisk struct {
+		Path     string `json:"path"`
+		Format   string `json:"format"`
+		ReadOnly bool   `json:"readOnly"`
+		Base     string `json:"base"`
+	} `json:"rootDisk"`
+	CPUs          int                     `json:"cpus"`
+	MemoryMiB     int                     `json:"memoryMiB"`
+	Mounts        []struct{ Path string } `json:"mounts"`
+	Network       bool                    `json:"network"`
+	ConsoleOutput string                  `json:"consoleOutput"`
+}
+
+type bootResponse struct {
+	ID    uint64 `json:"id"`
+	Pid   int    `json:"pid"`
+	Accel string `json:"accel"`
+}
+
+func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, error) {
+	if len(req.Mounts) > 0 {
+		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "filesystem mounts are not available in this build of the addon yet"}
+	}
+	if req.Network {
+		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "network policies are not available in this build of the addon yet"}
+	}
+	if !req.RootDisk.ReadOnly {
+		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "writable (copy-on-write) root disks are not available in this build of the addon yet"}
+	}
+	engine, err := engineFor(ctx, req.Kernel, req.Initrd)
+	if err != nil {
+		return bootResponse{}, err
+	}
+	timeout := defaultBootTimeout
+	if v := os.Getenv("SANDBOX_BOOT_TIMEOUT_MS"); v != "" {
+		ms, err := strconv.Atoi(v)
+		if err != nil || ms <= 0 {
+			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("SANDBOX_BOOT_TIMEOUT_MS=%q is not a positive number of milliseconds", v)}
+		}
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	l, err := lane.Boot(ctx, lane.Config{
+		Engine:        engine,
+		Kernel:        req.Kernel,
+		Initrd:        req.Initrd,
+		RootDisk:      vmm.Disk{Path: req.RootDisk.Path, Format: req.RootDisk.Format, ReadOnly: req.RootDisk.ReadOnly},
+		CPUs:          req.CPUs,
+		MemoryMiB:     req.MemoryMiB,
+		ConsoleOutput: req.ConsoleOutput,
+		BootTimeout:   timeout,
+	})
+	if err != nil {
+		return bootResponse{}, err
+	}
+	sandboxesMu.Lock()
+	nextID++
+	id := nextID
+	sandboxes[id] = &sandbox{env: r.Env, lane: l}
+	sandboxesMu.Unlock()
+	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel()}, nil
+}
+
+var (
+	enginesMu sync.Mutex
+	engines   = map[[2]string]*qemu.Engine{}
+)
+
+// engineFor picks the VM engine once per kernel/initrd pair (its KVM probe
+// boots them). SANDBOX_ENGINE selects one; only QEMU exists in this build.
+func engineFor(ctx context.Context, kernel, initrd string) (*qemu.Engine, error) {
+	switch name := os.Getenv("SANDBOX_ENGINE"); name {
+	case "", "qemu":
+	case "krun":
+		return nil, &napi.Error{Code: codeEngine, Message: "SANDBOX_ENGINE=krun: the libkrun engine is not part of this build; unset SANDBOX_ENGINE or set it to qemu"}
+	default:
+		return nil, &napi.Error{Code: codeEngine, Message: fmt.Sprintf("SANDBOX_ENGINE=%q is not an engine (want krun or qemu)", name)}
+	}
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	key := [2]string{kernel, initrd}
+	if e := engines[key]; e != nil {
+		return e, nil
+	}
+	cacheDir := ""
+	if dir, err := os.UserCacheDir(); err == nil {
+		cacheDir = filepath.Join(dir, "torkbot-sandbox")
+	}
+	e, err := qemu.New(ctx, qemu.Options{
+		Binary:        os.Getenv("SANDBOX_QEMU"),
+		Accel:         os.Getenv("SANDBOX_ACCEL"),
+		ProbeCacheDir: cacheDir,
+	}, kernel, initrd)
+	if err != nil {
+		return nil, &napi.Error{Code: codeEngine, Message: err.Error()}
+	}
+	engines[key] = e
+	return e, nil
+}
+
+type commandRequest struct {
+	ID      uint64            `json:"id"`
+	Command string            `json:"command"`
+	Args    []string          `json:"args"`
+	Cwd     string            `json:"cwd"`
+	Env     map[string]string `json:"env"`
+}
+
+func (c commandRequest) command() control.Command {
+	return control.Command{Name: c.Command, Args: c.Args, Dir: c.Cwd, Env: c.Env}
+}
+
+type execResponse struct {
+	ExitCode int    `json:"exitCode"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+}
+
+func execute(ctx context.Context, _ *napi.Request, req commandRequest) (execResponse, error) {
+	s, err := lookup(req.ID)
+	if err != nil {
+		return execResponse{}, err
+	}
+	var stdout, stderr bytes.Buffer
+	code, err := s.lane.Run(ctx, req.command(), func(fd control.FD, chunk []byte) {
+		if fd == control.Stdout {
+			stdout.Write(chunk)
+		} else {
+			stderr.Write(chunk)
+		}
+	})
+	if err != nil {
+		return execResponse{}, err
+	}
+	// encoding/json writes invalid UTF-8 as U+FFFD, as TextDecoder would.
+	return execResponse{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String()}, nil
+}
+
+type spawnResponse struct {
+	ExitCode int `json:"exitCode"`
+}
+
+func spawn(ctx context.Context, r *napi.Request, req commandRequest) (spawnResponse, error) {
+	s, err := lookup(req.ID)
+	if err != nil {
+		return spawnResponse{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var deliverErr error
+	code, err := s.lane.Run(ctx, req.command(), func(fd control.FD, chunk []byte) {
+		if deliverErr != nil {
+			return
+		}
+		// Waiting for the JS handler is the backpressure: a reader that
+		// falls behind slows the guest process down.
+		if _, err := r.Call(ctx, fd.String(), chunk); err != nil {
+			deliverErr = err
+			cancel() // nobody can receive the output: stop the process
+		}
+	})
+	if deliverErr != nil {
+		return spawnResponse{}, fmt.Errorf("delivering spawn output: %w", deliverErr)
+	}
+	if err != nil {
+		return spawnResponse{}, err
+	}
+	return spawnResponse{ExitCode: code}, nil
+}
+
+type closeRequest struct {
+	ID uint64 `json:"id"`
+}
+
+func closeSandbox(ctx context.Context, _ *napi.Request, req closeRequest) (struct{}, error) {
+	sandboxesMu.Lock()
+	s := sandboxes[req.ID]
+	sandboxesMu.Unlock()
+	if s == nil {
+		return struct{}{}, nil // closing twice is fine
+	}
+	err := s.lane.Close(context.WithoutCancel(ctx))
+	sandboxesMu.Lock()
+	delete(sandboxes, req.ID)
+	sandboxesMu.Unlock()
+	return struct{}{}, err
+}
+
+// killEnvSandboxes stops the sandboxes a torn-down JS environment booted:
+// nobody is left to close them.
+func killEnvSandboxes(env napi.EnvID) {
+	sandboxesMu.Lock()
+	var doomed []*lane.Lane
+	for id, s := range sandboxes {
+		if s.env == env {
+			doomed = append(doomed, s.lane)
+			delete(sandboxes, id)
+		}
+	}
+	sandboxesMu.Unlock()
+	for _, l := range doomed {
+		go l.Kill() // must not block the JS thread; Kill waits for the VMM to exit
+	}
+}

@@ -1,0 +1,200 @@
+// Finds the platform directory for this machine and reads what it holds.
+//
+// Layout of a platform directory (the @torkbot/sandbox-<platform> package):
+//   sandbox.node                      the native addon
+//   artifacts/kernel/vmlinux          guest kernel
+//   artifacts/kernel/initrd.cpio      initrd with sandbox-init
+//   artifacts/images/catalog.json     { "<built-in name>": { file, format, sha256,
+//                                       virtualSizeBytes, platform, arch } }
+//   artifacts/images/<file>           the images the catalog names
+//
+// Search order (first hit wins): $SANDBOX_PLATFORM_DIR; the installed
+// @torkbot/sandbox-<platform> package; <package root>/platform-packages/<platform>/
+// for development, when it holds a built addon.
+
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { codedError, ErrorCodes } from "./errors.js";
+
+export const SUPPORTED_PLATFORMS = ["linux-x64-gnu", "linux-arm64-gnu", "darwin-arm64"] as const;
+export const ADDON_FILE = "sandbox.node";
+
+/** e.g. "linux-x64-gnu", "linux-arm64-musl", "darwin-arm64". */
+export function detectPlatformKey(): string {
+  if (process.platform !== "linux") return `${process.platform}-${process.arch}`;
+  const report = process.report.getReport() as { header?: { glibcVersionRuntime?: unknown } };
+  const libc = typeof report.header?.glibcVersionRuntime === "string" ? "gnu" : "musl";
+  return `linux-${process.arch}-${libc}`;
+}
+
+export function platformPackageName(platformKey: string): string {
+  return `@torkbot/sandbox-${platformKey}`;
+}
+
+export interface PlatformSearch {
+  readonly platformKey: string;
+  /** $SANDBOX_PLATFORM_DIR, when set and non-empty. */
+  readonly overrideDirectory: string | undefined;
+  /** Directory holding this package's package.json. */
+  readonly packageRoot: string;
+  /** `require.resolve`: returns a path or throws when the package is absent. */
+  readonly resolve: (specifier: string) => string;
+}
+
+export function findPlatformDirectory(search: PlatformSearch): string {
+  const packageName = platformPackageName(search.platformKey);
+  if (search.overrideDirectory !== undefined) {
+    if (!existsSync(join(search.overrideDirectory, ADDON_FILE))) {
+      throw codedError(
+        ErrorCodes.notInstalled,
+        `SANDBOX_PLATFORM_DIR is ${search.overrideDirectory}, but it has no ${ADDON_FILE}: point it at a built platform directory or unset it`,
+      );
+    }
+    return search.overrideDirectory;
+  }
+  let installed: string | undefined;
+  try {
+    installed = dirname(search.resolve(`${packageName}/package.json`));
+  } catch {
+    installed = undefined;
+  }
+  if (installed !== undefined) {
+    if (!existsSync(join(installed, ADDON_FILE))) {
+      throw codedError(
+        ErrorCodes.notInstalled,
+        `${packageName} is installed at ${installed} but has no ${ADDON_FILE}: reinstall it`,
+      );
+    }
+    return installed;
+  }
+  const development = join(search.packageRoot, "platform-packages", search.platformKey);
+  if (existsSync(join(development, ADDON_FILE))) return development;
+  throw notInstalledError(search.platformKey);
+}
+
+function notInstalledError(platformKey: string): Error {
+  const packageName = platformPackageName(platformKey);
+  if (!(SUPPORTED_PLATFORMS as readonly string[]).includes(platformKey)) {
+    const rosetta = platformKey === "darwin-x64"
+      ? " On an Apple silicon Mac, this Node may be an x64 build running under Rosetta: use an arm64 Node."
+      : "";
+    return codedError(
+      ErrorCodes.notInstalled,
+      `@torkbot/sandbox does not support this platform (detected ${platformKey}); supported: ${SUPPORTED_PLATFORMS.join(", ")}.${rosetta}`,
+    );
+  }
+  return codedError(
+    ErrorCodes.notInstalled,
+    [
+      `The package "${packageName}" could not be found, and it is needed to boot sandboxes on this platform (detected ${platformKey}).`,
+      `It is an optional dependency of @torkbot/sandbox, so likely causes are:`,
+      `  - dependencies were installed with --omit=optional (or --no-optional): reinstall without it;`,
+      `  - node_modules was copied from another platform (e.g. macOS into a Linux container): run the install on this machine;`,
+      `  - for a platform directory elsewhere, set SANDBOX_PLATFORM_DIR.`,
+    ].join("\n"),
+  );
+}
+
+export interface CatalogImage {
+  readonly file: string;
+  readonly format: "qcow2";
+  readonly sha256: string;
+  readonly virtualSizeBytes: number;
+  readonly platform: string;
+  readonly arch: string;
+}
+
+export interface InstalledArtifacts {
+  readonly directory: string;
+  readonly kernelPath: string;
+  readonly initrdPath: string;
+  readonly imagesDirectory: string;
+  readonly catalogPath: string;
+  readonly catalog: ReadonlyMap<string, CatalogImage>;
+}
+
+export function readInstalledArtifacts(directory: string): InstalledArtifacts {
+  const required = (relative: string) => {
+    const path = join(directory, relative);
+    if (!existsSync(path)) {
+      throw codedError(ErrorCodes.notInstalled, `the platform directory ${directory} is incomplete: ${relative} is missing`);
+    }
+    return path;
+  };
+  const kernelPath = required("artifacts/kernel/vmlinux");
+  const initrdPath = required("artifacts/kernel/initrd.cpio");
+  const catalogPath = required("artifacts/images/catalog.json");
+  return {
+    directory,
+    kernelPath,
+    initrdPath,
+    imagesDirectory: dirname(catalogPath),
+    catalogPath,
+    catalog: parseCatalog(readFileSync(catalogPath, "utf8"), catalogPath),
+  };
+}
+
+function parseCatalog(text: string, catalogPath: string): ReadonlyMap<string, CatalogImage> {
+  const invalid = (reason: string) => codedError(ErrorCodes.artifactsInvalid, `invalid ${catalogPath}: ${reason}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw invalid(error instanceof Error ? error.message : String(error));
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw invalid("expected an object keyed by built-in rootfs name");
+  }
+  const catalog = new Map<string, CatalogImage>();
+  for (const [name, value] of Object.entries(parsed)) {
+    const entry = (value ?? {}) as Record<string, unknown>;
+    const problem = catalogEntryProblem(entry);
+    if (problem !== undefined) throw invalid(`entry ${JSON.stringify(name)}: ${problem}`);
+    catalog.set(name, entry as unknown as CatalogImage);
+  }
+  return catalog;
+}
+
+const IDENTIFIER = /^[a-z0-9_-]+$/;
+
+function catalogEntryProblem(entry: Record<string, unknown>): string | undefined {
+  const { file, format, sha256, virtualSizeBytes, platform, arch } = entry;
+  if (typeof file !== "string" || !/^[^/\\]+$/.test(file) || file === "." || file === "..") {
+    return "file must be a file name inside artifacts/images";
+  }
+  if (format !== "qcow2") return `format must be "qcow2"`;
+  if (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256)) return "sha256 must be 64 lowercase hex digits";
+  if (typeof virtualSizeBytes !== "number" || !Number.isSafeInteger(virtualSizeBytes) || virtualSizeBytes <= 0) {
+    return "virtualSizeBytes must be a positive integer";
+  }
+  if (typeof platform !== "string" || !IDENTIFIER.test(platform)) return "platform must be an identifier like \"linux\"";
+  if (typeof arch !== "string" || !IDENTIFIER.test(arch)) return "arch must be an identifier like \"x64\"";
+  return undefined;
+}
+
+export interface BuiltInImage {
+  readonly path: string;
+  /** The exact base identity, also the COW store's `context.base`. */
+  readonly base: string;
+}
+
+export function builtInImage(artifacts: InstalledArtifacts, name: string): BuiltInImage {
+  const entry = artifacts.catalog.get(name);
+  if (entry === undefined) {
+    throw codedError(
+      ErrorCodes.rootfsNotInstalled,
+      `built-in rootfs ${JSON.stringify(name)} is not installed in ${artifacts.directory}: build it with its recipe (images/${name.replaceAll(":", "-")}) or install a platform package that ships it`,
+    );
+  }
+  const path = join(artifacts.imagesDirectory, entry.file);
+  if (!existsSync(path)) {
+    throw codedError(
+      ErrorCodes.notInstalled,
+      `built-in rootfs ${JSON.stringify(name)} is listed in ${artifacts.catalogPath}, but its image ${path} is missing`,
+    );
+  }
+  return {
+    path,
+    base: `built-in:${name}:${entry.format}:${entry.platform}:${entry.arch}:sha256:${entry.sha256}`,
+  };
+}

@@ -1,0 +1,45 @@
+// Error construction shared by the package: the two validation error families
+// ("invalid sandbox definition: …", "invalid sandbox boot options: …") and
+// runtime errors that carry a stable string `code`, as the native side's do.
+
+/** An Error with a stable machine-readable `code` (e.g. ERR_SANDBOX_CLOSED). */
+export type CodedError = Error & { readonly code: string };
+
+/** Codes this package raises itself; the native side adds its own (passed through unchanged). */
+export const ErrorCodes = {
+  /** The instance was closed (or is closing). */
+  closed: "ERR_SANDBOX_CLOSED",
+  /** Native: the VMM process died; the instance is unusable from then on. */
+  vmmExited: "ERR_SANDBOX_VMM_EXITED",
+  /** No usable platform package (addon, kernel, initrd) for this machine. */
+  notInstalled: "ERR_SANDBOX_NOT_INSTALLED",
+  /** The requested built-in rootfs is not in the installed catalog. */
+  rootfsNotInstalled: "ERR_SANDBOX_ROOTFS_NOT_INSTALLED",
+  /** The installed artifacts are malformed (catalog.json). */
+  artifactsInvalid: "ERR_SANDBOX_ARTIFACTS_INVALID",
+  /** The addon could not be loaded or speaks another protocol version. */
+  addonMismatch: "ERR_SANDBOX_ADDON_MISMATCH",
+  /** The addon answered with something the protocol does not allow. */
+  protocol: "ERR_SANDBOX_PROTOCOL",
+} as const;
+
+export function codedError(code: string, message: string, options?: ErrorOptions): CodedError {
+  return Object.assign(new Error(message, options), { code });
+}
+
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null || !("code" in error)) return undefined;
+  return typeof error.code === "string" ? error.code : undefined;
+}
+
+export function invalidDefinition(reason: string): Error {
+  return new Error(`invalid sandbox definition: ${reason}`);
+}
+
+export function invalidBootOptions(reason: string): Error {
+  return new Error(`invalid sandbox boot options: ${reason}`);
+}
+
+export function sandboxClosed(): CodedError {
+  return codedError(ErrorCodes.closed, "sandbox is closed");
+}

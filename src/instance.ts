@@ -1,0 +1,124 @@
+// A booted sandbox: exec, spawn and close over one native sandbox id.
+//
+// Lifecycle: usable until close() is called. From then on (including while
+// the close is in flight) every call rejects with ERR_SANDBOX_CLOSED
+// ("sandbox is closed"); close() itself always returns the same promise.
+// If a native call reports ERR_SANDBOX_VMM_EXITED, the VM is gone: later
+// exec/spawn calls reject with that same error until close().
+
+import "./dispose-polyfill.js";
+import { errorCode, ErrorCodes, sandboxClosed } from "./errors.js";
+import { callNative, protocolViolation, type NativeAddon, type NativeEventHandler } from "./native.js";
+import { OutputStream } from "./output-stream.js";
+import {
+  processRequest,
+  type ProcessRequest,
+  type SandboxExecOptions,
+  type SandboxSpawnOptions,
+} from "./process-request.js";
+
+export interface SandboxExecResult {
+  readonly exitCode: number;
+  /** UTF-8 decoded. */
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * A running process. `stdout`/`stderr` yield raw chunks; see output-stream.ts
+ * for when reading them (or not) pauses the process. `exit` settles whether
+ * or not the streams are read.
+ */
+export interface SandboxProcess {
+  readonly stdout: AsyncIterable<Uint8Array>;
+  readonly stderr: AsyncIterable<Uint8Array>;
+  readonly exit: Promise<{ readonly exitCode: number }>;
+}
+
+export interface SandboxInstance {
+  /** Runs to completion. 127: the command could not start; 128+N: killed by signal N. */
+  exec(command: string, args?: readonly string[], options?: SandboxExecOptions): Promise<SandboxExecResult>;
+  spawn(command: string, args?: readonly string[], options?: SandboxSpawnOptions): Promise<SandboxProcess>;
+  /** Stops the VM (on a COW root: syncs and flushes the store first). Idempotent. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export class NativeSandboxInstance implements SandboxInstance {
+  readonly #addon: NativeAddon;
+  readonly #id: number;
+  readonly #defaultCwd: string;
+  #closing: Promise<void> | undefined;
+  /** The native error that reported the VM dead. */
+  #vmmExit: Error | undefined;
+
+  constructor(addon: NativeAddon, id: number, defaultCwd: string) {
+    this.#addon = addon;
+    this.#id = id;
+    this.#defaultCwd = defaultCwd;
+  }
+
+  async exec(command: string, args: readonly string[] = [], options: SandboxExecOptions = {}): Promise<SandboxExecResult> {
+    const request = this.#request("exec", command, args, options);
+    const response = await this.#call("exec", request);
+    const { exitCode, stdout, stderr } = (response ?? {}) as Partial<SandboxExecResult>;
+    if (!Number.isInteger(exitCode) || typeof stdout !== "string" || typeof stderr !== "string") {
+      throw protocolViolation("exec", response, "{ exitCode, stdout, stderr }");
+    }
+    return { exitCode: exitCode as number, stdout, stderr };
+  }
+
+  async spawn(command: string, args: readonly string[] = [], options: SandboxSpawnOptions = {}): Promise<SandboxProcess> {
+    const request = this.#request("spawn", command, args, options);
+    const stdout = new OutputStream();
+    const stderr = new OutputStream();
+    const deliver: NativeEventHandler = (event, payload) => {
+      if (event === "stdout") return stdout.push(payload);
+      if (event === "stderr") return stderr.push(payload);
+      return undefined; // events added by later protocol versions
+    };
+    const exit = this.#call("spawn", request, deliver).then((response) => {
+      const exitCode = (response as { exitCode?: unknown } | null)?.exitCode;
+      if (!Number.isInteger(exitCode)) throw protocolViolation("spawn", response, "{ exitCode }");
+      return { exitCode: exitCode as number };
+    });
+    // Settle both streams with the process. A lost process fails them, so a
+    // caller that only reads the streams still learns of it; this handler
+    // also keeps an `exit` nobody awaits from being an unhandled rejection.
+    exit.then(
+      () => {
+        stdout.end();
+        stderr.end();
+      },
+      (error: unknown) => {
+        stdout.fail(error);
+        stderr.fail(error);
+      },
+    );
+    return { stdout, stderr, exit };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= callNative(this.#addon, "close", { id: this.#id }).then(() => undefined);
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #request(method: "exec" | "spawn", command: string, args: readonly string[], options: SandboxExecOptions): ProcessRequest {
+    if (this.#closing !== undefined) throw sandboxClosed();
+    if (this.#vmmExit !== undefined) throw this.#vmmExit;
+    return processRequest(method, this.#id, this.#defaultCwd, command, args, options);
+  }
+
+  async #call(method: string, payload: object, handler?: NativeEventHandler): Promise<unknown> {
+    try {
+      return await callNative(this.#addon, method, payload, handler);
+    } catch (error) {
+      if (errorCode(error) === ErrorCodes.vmmExited && error instanceof Error) this.#vmmExit ??= error;
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,328 @@
+// SandboxInstance and boot over a FakeNativeAddon: native requests, spawn
+// streaming and backpressure, close idempotence, post-close and post-VMM-exit
+// errors. The fake stands in for sandbox.node; no VM runs here.
+
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { bootSandbox, type SandboxPlan } from "../../src/boot.js";
+import { checkBootOptions } from "../../src/boot-options.js";
+import { NativeSandboxInstance } from "../../src/instance.js";
+import { fs, network, rootfs, type SandboxInstance } from "../../src/index.js";
+import type { NativeEventHandler } from "../../src/native.js";
+import { PAUSE_THRESHOLD_BYTES } from "../../src/output-stream.js";
+import { codedFailure, FakeNativeAddon } from "./fake-native-addon.js";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function instance(addon: FakeNativeAddon, cwd = "/"): SandboxInstance {
+  return new NativeSandboxInstance(addon, 7, cwd);
+}
+
+async function collect(stream: AsyncIterable<Uint8Array>): Promise<string> {
+  let text = "";
+  for await (const piece of stream) text += decoder.decode(piece, { stream: true });
+  return text;
+}
+
+const isClosedError = (error: Error & { code?: string }) =>
+  error.code === "ERR_SANDBOX_CLOSED" && error.message === "sandbox is closed";
+
+describe("exec", () => {
+  test("sends id, command, args, cwd and env; returns the native result", async () => {
+    const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 3, stdout: "out", stderr: "err" }) });
+    const lane = instance(addon, "/workspace");
+    assert.deepEqual(await lane.exec("cat", ["hello.txt"]), { exitCode: 3, stdout: "out", stderr: "err" });
+    await lane.exec("npm", ["test"], { cwd: "/srv", env: { CI: "1" } });
+    await lane.exec("true");
+    assert.deepEqual(addon.callsOf("exec"), [
+      { id: 7, command: "cat", args: ["hello.txt"], cwd: "/workspace", env: {} },
+      { id: 7, command: "npm", args: ["test"], cwd: "/srv", env: { CI: "1" } },
+      { id: 7, command: "true", args: [], cwd: "/workspace", env: {} },
+    ]);
+  });
+
+  test("cwd defaults to / without a boot cwd", async () => {
+    const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
+    await instance(addon).exec("pwd");
+    assert.equal(addon.callsOf("exec")[0]?.cwd, "/");
+  });
+
+  test("bad arguments reject without reaching native code", async () => {
+    const addon = new FakeNativeAddon();
+    const lane = instance(addon);
+    const cases: [unknown[], RegExp][] = [
+      [["", []], /command must be a non-empty string/],
+      [["ls", "-l"], /args must be an array of strings/],
+      [["ls", ["a\0b"]], /args must be an array of strings without NUL/],
+      [["ls", [], { cwd: "tmp" }], /cwd must be an absolute path/],
+      [["ls", [], { env: { "A=B": "1" } }], /env name "A=B" must be non-empty, without "="/],
+      [["ls", [], { env: { "": "1" } }], /env name "" must be non-empty/],
+      [["ls", [], { env: { A: 1 } }], /env A must be a string/],
+      [["ls", [], { env: { A: "x\0" } }], /env A must be a string without NUL/],
+      [["ls", [], { env: ["A=1"] }], /env must be an object/],
+    ];
+    for (const [args, reason] of cases) {
+      await assert.rejects((lane.exec as (...a: unknown[]) => Promise<unknown>)(...args), (error: Error) => {
+        assert.match(error.message, /^invalid sandbox exec call: /);
+        assert.match(error.message, reason);
+        return true;
+      });
+    }
+    await assert.rejects(lane.spawn("ls", [], { cwd: "x" }), /^Error: invalid sandbox spawn call: cwd/);
+    assert.equal(addon.calls.length, 0);
+  });
+
+  test("a malformed native answer is a protocol error", async () => {
+    const lane = instance(new FakeNativeAddon({ exec: () => ({ exitCode: "0" }) }));
+    await assert.rejects(lane.exec("true"), { code: "ERR_SANDBOX_PROTOCOL" });
+  });
+});
+
+/** A spawn responder that emits `events` (awaiting each handler result), then exits with `exitCode`. */
+function emits(events: [string, Uint8Array][], exitCode = 0, progress?: { delivered: number }) {
+  return async (_payload: unknown, handler?: NativeEventHandler) => {
+    for (const [event, payload] of events) {
+      await handler?.(event, payload);
+      if (progress) progress.delivered += 1;
+    }
+    return { exitCode };
+  };
+}
+
+describe("spawn", () => {
+  test("streams stdout and stderr chunks and resolves exit", async () => {
+    const addon = new FakeNativeAddon({
+      spawn: emits([
+        ["stdout", encoder.encode("hel")],
+        ["stderr", encoder.encode("warn")],
+        ["stdout", encoder.encode("lo")],
+        ["progress", encoder.encode("ignored: unknown event")],
+      ], 5),
+    });
+    const child = await instance(addon, "/workspace").spawn("sh", ["-c", "x"], { env: { A: "1" } });
+    const [stdout, stderr, exit] = await Promise.all([collect(child.stdout), collect(child.stderr), child.exit]);
+    assert.deepEqual([stdout, stderr, exit], ["hello", "warn", { exitCode: 5 }]);
+    assert.deepEqual(addon.callsOf("spawn")[0], { id: 7, command: "sh", args: ["-c", "x"], cwd: "/workspace", env: { A: "1" } });
+  });
+
+  test("exit settles for a caller that reads neither stream, however much output there is", async () => {
+    const big = new Uint8Array(PAUSE_THRESHOLD_BYTES);
+    const events: [string, Uint8Array][] = [];
+    for (let index = 0; index < 4; index += 1) events.push(["stdout", big], ["stderr", big]);
+    const child = await instance(new FakeNativeAddon({ spawn: emits(events, 0) })).spawn("yes");
+    assert.deepEqual(await child.exit, { exitCode: 0 });
+  });
+
+  test("exit settles for a caller that reads stdout to the end before looking at stderr", async () => {
+    const big = new Uint8Array(PAUSE_THRESHOLD_BYTES);
+    const events: [string, Uint8Array][] = [["stderr", big], ["stderr", big], ["stdout", encoder.encode("done")], ["stderr", big]];
+    const child = await instance(new FakeNativeAddon({ spawn: emits(events, 0) })).spawn("x");
+    assert.equal(await collect(child.stdout), "done");
+    assert.equal((await collect(child.stderr)).length, 3 * PAUSE_THRESHOLD_BYTES);
+    assert.deepEqual(await child.exit, { exitCode: 0 });
+  });
+
+  test("a stream being read pauses the process while its unread output is over 1 MiB", async () => {
+    const big = new Uint8Array(PAUSE_THRESHOLD_BYTES);
+    const progress = { delivered: 0 };
+    const events: [string, Uint8Array][] = [["stdout", big], ["stdout", big], ["stdout", big], ["stdout", big]];
+    let startOutput: () => void = () => undefined;
+    const outputMayStart = new Promise<void>((resolve) => { startOutput = resolve; });
+    const addon = new FakeNativeAddon({
+      spawn: async (payload, handler) => {
+        await outputMayStart;
+        return emits(events, 0, progress)(payload, handler);
+      },
+    });
+    const child = await instance(addon).spawn("x");
+    const reader = child.stdout[Symbol.asyncIterator]();
+    const first = reader.next(); // reading starts before any output
+    startOutput();
+    await first; // chunk 1 went straight to the reader; chunk 2 fills the buffer to 1 MiB
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(progress.delivered, 2, "chunk 3 took the unread output over 1 MiB: the process waits");
+    let total = 0;
+    for (let step = await reader.next(); !step.done; step = await reader.next()) total += step.value.length;
+    assert.equal(total, 3 * PAUSE_THRESHOLD_BYTES);
+    assert.deepEqual(await child.exit, { exitCode: 0 });
+  });
+
+  test("a lost process rejects exit and fails the streams with the native error", async () => {
+    const lost = codedFailure("ERR_SANDBOX_VMM_EXITED", "vmm exited with status 1");
+    const addon = new FakeNativeAddon({
+      spawn: async (_payload, handler) => {
+        await handler?.("stdout", encoder.encode("partial"));
+        throw lost;
+      },
+    });
+    const child = await instance(addon).spawn("x");
+    const reader = child.stdout[Symbol.asyncIterator]();
+    assert.equal(decoder.decode((await reader.next()).value), "partial");
+    await assert.rejects(reader.next(), (error) => error === lost);
+    await assert.rejects(child.exit, (error) => error === lost);
+  });
+});
+
+describe("close", () => {
+  test("close is idempotent: the same promise, one native close", async () => {
+    const addon = new FakeNativeAddon();
+    const lane = instance(addon);
+    const first = lane.close();
+    assert.equal(lane.close(), first);
+    assert.equal(lane[Symbol.asyncDispose](), first);
+    await first;
+    assert.deepEqual(addon.callsOf("close"), [{ id: 7 }]);
+  });
+
+  test("every call after close, or while closing, rejects with ERR_SANDBOX_CLOSED", async () => {
+    let finishClose: () => void = () => undefined;
+    const addon = new FakeNativeAddon({
+      close: () => new Promise<object>((resolve) => { finishClose = () => resolve({}); }),
+      exec: () => ({ exitCode: 0, stdout: "", stderr: "" }),
+    });
+    const lane = instance(addon);
+    const closing = lane.close();
+    await assert.rejects(lane.exec("true"), isClosedError);
+    finishClose();
+    await closing;
+    await assert.rejects(lane.exec("true"), isClosedError);
+    await assert.rejects(lane.spawn("true"), isClosedError);
+    assert.equal(addon.callsOf("exec").length, 0);
+  });
+
+  test("a failing native close rejects close(), every time, and the instance stays closed", async () => {
+    const failure = codedFailure("ERR_SANDBOX_ENGINE", "flush failed");
+    const lane = instance(new FakeNativeAddon({ close: () => { throw failure; } }));
+    await assert.rejects(lane.close(), (error) => error === failure);
+    await assert.rejects(lane.close(), (error) => error === failure);
+    await assert.rejects(lane.exec("true"), isClosedError);
+  });
+
+  test("`await using` closes the instance at the end of the block", async () => {
+    const addon = new FakeNativeAddon();
+    {
+      await using lane = instance(addon);
+      assert.ok(lane);
+    }
+    assert.equal(addon.callsOf("close").length, 1);
+  });
+});
+
+describe("VMM exit", () => {
+  test("after a native call reports the VMM died, later calls reject with that same error", async () => {
+    const died = codedFailure("ERR_SANDBOX_VMM_EXITED", "vmm exited: signal 9; console tail: ...");
+    const addon = new FakeNativeAddon({ exec: () => { throw died; } });
+    const lane = instance(addon);
+    await assert.rejects(lane.exec("true"), (error) => error === died);
+    await assert.rejects(lane.exec("true"), (error) => error === died);
+    await assert.rejects(lane.spawn("true"), (error) => error === died);
+    assert.equal(addon.callsOf("exec").length, 1, "later calls never reached native code");
+    await lane.close();
+    await assert.rejects(lane.exec("true"), isClosedError);
+  });
+
+  test("other native errors pass through unchanged and do not poison the instance", async () => {
+    const timeout = codedFailure("ERR_SANDBOX_ENGINE", "exec failed");
+    let calls = 0;
+    const lane = instance(new FakeNativeAddon({
+      exec: () => {
+        calls += 1;
+        if (calls === 1) throw timeout;
+        return { exitCode: 0, stdout: "", stderr: "" };
+      },
+    }));
+    await assert.rejects(lane.exec("true"), (error) => error === timeout);
+    assert.equal((await lane.exec("true")).exitCode, 0);
+  });
+});
+
+describe("boot request", () => {
+  const SHA = "ab".repeat(32);
+  function platformDirectory(catalog: object): string {
+    const directory = mkdtempSync(join(tmpdir(), "sandbox-boot-"));
+    mkdirSync(join(directory, "artifacts/kernel"), { recursive: true });
+    mkdirSync(join(directory, "artifacts/images"), { recursive: true });
+    writeFileSync(join(directory, "artifacts/kernel/vmlinux"), "");
+    writeFileSync(join(directory, "artifacts/kernel/initrd.cpio"), "");
+    writeFileSync(join(directory, "artifacts/images/debian-13-slim.qcow2"), "");
+    writeFileSync(join(directory, "artifacts/images/catalog.json"), JSON.stringify(catalog));
+    return directory;
+  }
+  const debian = {
+    "debian:13-slim": { file: "debian-13-slim.qcow2", format: "qcow2", sha256: SHA, virtualSizeBytes: 2 ** 30, platform: "linux", arch: "x64" },
+  };
+  const plan = (overrides: Partial<SandboxPlan> = {}): SandboxPlan =>
+    ({ rootfs: rootfs.builtIn("debian:13-slim"), cpus: 2, memoryMiB: 1024, network: undefined, ...overrides });
+
+  test("carries artifacts, base identity, resources, mounts, network and console output", async () => {
+    const directory = platformDirectory(debian);
+    const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
+    const options = checkBootOptions({ mounts: { "/workspace/": fs.virtual(fs.memory()), "/mnt": fs.virtual(fs.memory()) }, cwd: "/workspace" });
+    const lane = await bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, "/tmp/console.log");
+    assert.deepEqual(addon.callsOf("boot")[0], {
+      kernel: join(directory, "artifacts/kernel/vmlinux"),
+      initrd: join(directory, "artifacts/kernel/initrd.cpio"),
+      rootDisk: {
+        path: join(directory, "artifacts/images/debian-13-slim.qcow2"),
+        format: "qcow2",
+        readOnly: true,
+        base: `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`,
+      },
+      cpus: 2,
+      memoryMiB: 1024,
+      mounts: [{ path: "/mnt" }, { path: "/workspace" }],
+      network: true,
+      consoleOutput: "/tmp/console.log",
+    });
+    await lane.exec("pwd");
+    assert.deepEqual(addon.callsOf("exec")[0]?.cwd, "/workspace");
+    assert.deepEqual(addon.callsOf("exec")[0]?.id, 7);
+  });
+
+  test("no network policy means no NIC; no console output unless asked", async () => {
+    const addon = new FakeNativeAddon();
+    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), undefined);
+    const request = addon.callsOf("boot")[0] ?? {};
+    assert.equal(request.network, false);
+    assert.equal("consoleOutput" in request, false);
+    assert.deepEqual(request.mounts, []);
+  });
+
+  test("a built-in missing from the installed catalog names the recipe", async () => {
+    const directory = platformDirectory(debian);
+    await assert.rejects(
+      bootSandbox({ addon: new FakeNativeAddon(), directory }, plan({ rootfs: rootfs.builtIn("alpine:3.23") }), checkBootOptions(undefined)),
+      {
+        code: "ERR_SANDBOX_ROOTFS_NOT_INSTALLED",
+        message: `built-in rootfs "alpine:3.23" is not installed in ${directory}: build it with its recipe (images/alpine-3.23) or install a platform package that ships it`,
+      },
+    );
+  });
+
+  test("a COW root asks for a writable disk over the same base identity", async () => {
+    const writable = { blockSize: 4096, list: async () => [], read: async () => [], write: async () => undefined };
+    const addon = new FakeNativeAddon();
+    const cow = rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable });
+    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan({ rootfs: cow }), checkBootOptions(undefined));
+    const rootDisk = addon.callsOf("boot")[0]?.rootDisk as { readOnly: boolean; base: string };
+    assert.equal(rootDisk.readOnly, false);
+    assert.equal(rootDisk.base, `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`);
+  });
+
+  test("native boot errors pass through; a bad boot answer is a protocol error", async () => {
+    const timeout = codedFailure("ERR_SANDBOX_BOOT_TIMEOUT", "guest did not report ready");
+    const directory = platformDirectory(debian);
+    await assert.rejects(
+      bootSandbox({ addon: new FakeNativeAddon({ boot: () => { throw timeout; } }), directory }, plan(), checkBootOptions(undefined)),
+      (error) => error === timeout,
+    );
+    await assert.rejects(
+      bootSandbox({ addon: new FakeNativeAddon({ boot: () => ({ id: "7" }) }), directory }, plan(), checkBootOptions(undefined)),
+      { code: "ERR_SANDBOX_PROTOCOL" },
+    );
+  });
+});

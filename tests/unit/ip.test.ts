@@ -1,0 +1,171 @@
+// Address parsing, canonical formatting and the endpoint classifiers, table
+// driven against the IANA special-purpose registries (RFC 6890 and later).
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { createNetworkEndpoint, parseEndpointSpec, parseResolverSpec } from "../../src/endpoint.js";
+import { formatIpAddress, parseIpAddress, type AddressClass } from "../../src/ip.js";
+
+type Row = readonly [ip: string, classes: readonly AddressClass[], why: string];
+
+const IPV4: readonly Row[] = [
+  ["0.0.0.0", ["reserved"], "this host (RFC 1122)"],
+  ["0.1.2.3", ["reserved"], "this network (RFC 791)"],
+  ["10.0.0.1", ["private"], "RFC 1918"],
+  ["10.255.255.255", ["private"], "RFC 1918"],
+  ["100.64.0.1", ["reserved"], "shared address space (RFC 6598)"],
+  ["100.127.255.255", ["reserved"], "shared address space (RFC 6598)"],
+  ["100.128.0.1", ["global"], "just past RFC 6598"],
+  ["127.0.0.1", ["loopback"], "RFC 1122"],
+  ["127.255.255.254", ["loopback"], "RFC 1122"],
+  ["169.254.169.254", ["link-local"], "RFC 3927 (cloud metadata)"],
+  ["172.15.255.255", ["global"], "just before RFC 1918 172.16/12"],
+  ["172.16.0.1", ["private"], "RFC 1918"],
+  ["172.31.255.255", ["private"], "RFC 1918"],
+  ["172.32.0.1", ["global"], "just past RFC 1918 172.16/12"],
+  ["192.0.0.1", ["reserved"], "IETF protocol assignments (RFC 6890)"],
+  ["192.0.0.8", ["reserved"], "IPv4 dummy address (RFC 7600)"],
+  ["192.0.0.9", ["global"], "PCP anycast (RFC 7723)"],
+  ["192.0.0.10", ["global"], "TURN anycast (RFC 8155)"],
+  ["192.0.0.170", ["reserved"], "NAT64 discovery (RFC 7050)"],
+  ["192.0.2.1", ["documentation"], "TEST-NET-1 (RFC 5737)"],
+  ["192.31.196.1", ["global"], "AS112-v4 (RFC 7535)"],
+  ["192.52.193.1", ["global"], "AMT (RFC 7450)"],
+  ["192.88.99.1", ["reserved"], "deprecated 6to4 relay anycast (RFC 7526)"],
+  ["192.168.1.1", ["private"], "RFC 1918"],
+  ["192.175.48.1", ["global"], "AS112 direct delegation (RFC 7534)"],
+  ["198.18.0.1", ["reserved"], "benchmarking (RFC 2544)"],
+  ["198.19.255.255", ["reserved"], "benchmarking (RFC 2544)"],
+  ["198.20.0.1", ["global"], "just past benchmarking"],
+  ["198.51.100.7", ["documentation"], "TEST-NET-2 (RFC 5737)"],
+  ["203.0.113.9", ["documentation"], "TEST-NET-3 (RFC 5737)"],
+  ["224.0.0.251", ["multicast"], "mDNS (RFC 5771)"],
+  ["233.252.0.1", ["multicast", "documentation"], "MCAST-TEST-NET (RFC 6676)"],
+  ["239.255.255.255", ["multicast"], "RFC 5771"],
+  ["240.0.0.1", ["reserved"], "future use (RFC 1112)"],
+  ["255.255.255.254", ["reserved"], "future use (RFC 1112)"],
+  ["255.255.255.255", ["broadcast"], "limited broadcast (RFC 919)"],
+  ["1.1.1.1", ["global"], "public"],
+  ["8.8.8.8", ["global"], "public"],
+];
+
+const IPV6: readonly Row[] = [
+  ["::", ["reserved"], "unspecified (RFC 4291)"],
+  ["::1", ["loopback"], "RFC 4291"],
+  ["::ffff:127.0.0.1", ["loopback"], "IPv4-mapped loopback dials 127.0.0.1"],
+  ["::ffff:10.1.2.3", ["private"], "IPv4-mapped RFC 1918"],
+  ["::ffff:8.8.8.8", ["global"], "IPv4-mapped public"],
+  ["::127.0.0.1", ["reserved"], "deprecated IPv4-compatible"],
+  ["64:ff9b::808:808", ["global"], "IPv4/IPv6 translation (RFC 6052)"],
+  ["64:ff9b:1::1", ["reserved"], "local-use translation (RFC 8215)"],
+  ["100::1", ["reserved"], "discard-only (RFC 6666)"],
+  ["2001::1", ["reserved"], "Teredo (RFC 4380), reachability N/A"],
+  ["2001:1::1", ["global"], "PCP anycast (RFC 7723)"],
+  ["2001:1::2", ["global"], "TURN anycast (RFC 8155)"],
+  ["2001:1::3", ["global"], "DNS-SD SRP anycast (RFC 9665)"],
+  ["2001:1::4", ["reserved"], "IETF protocol assignments (RFC 2928)"],
+  ["2001:2::1", ["reserved"], "benchmarking (RFC 5180)"],
+  ["2001:3::1", ["global"], "AMT (RFC 7450)"],
+  ["2001:4:112::1", ["global"], "AS112-v6 (RFC 7535)"],
+  ["2001:10::1", ["reserved"], "deprecated ORCHID (RFC 4843)"],
+  ["2001:20::1", ["global"], "ORCHIDv2 (RFC 7343)"],
+  ["2001:30::1", ["global"], "drone remote ID (RFC 9374)"],
+  ["2001:200::1", ["global"], "just past 2001::/23"],
+  ["2001:db8::1", ["documentation"], "RFC 3849"],
+  ["2002:c000:204::1", ["reserved"], "6to4 (RFC 3056), reachability N/A"],
+  ["2606:4700:4700::1111", ["global"], "public"],
+  ["2620:4f:8000::1", ["global"], "AS112 direct delegation (RFC 7534)"],
+  ["3fff::1", ["documentation"], "RFC 9637"],
+  ["3fff:fff::1", ["documentation"], "RFC 9637 (end of the /20)"],
+  ["3fff:1000::1", ["global"], "just past 3fff::/20"],
+  ["4000::1", ["reserved"], "outside global unicast 2000::/3"],
+  ["5f00::1", ["reserved"], "SRv6 SIDs (RFC 9602)"],
+  ["fc00::1", ["private"], "unique local (RFC 4193)"],
+  ["fd12:3456::1", ["private"], "unique local (RFC 4193)"],
+  ["fe80::1", ["link-local"], "RFC 4291"],
+  ["febf::1", ["link-local"], "end of fe80::/10"],
+  ["fec0::1", ["reserved"], "deprecated site-local (RFC 3879)"],
+  ["ff02::1", ["multicast"], "RFC 4291"],
+];
+
+const CLASSIFIERS = {
+  loopback: "isLoopback",
+  private: "isPrivate",
+  "link-local": "isLinkLocal",
+  multicast: "isMulticast",
+  broadcast: "isBroadcast",
+  documentation: "isDocumentation",
+  reserved: "isReserved",
+  global: "isPublicInternet",
+} as const;
+
+describe("endpoint classifiers", () => {
+  for (const [family, rows] of [["IPv4", IPV4], ["IPv6", IPV6]] as const) {
+    test(`${family}: every classifier, per registry row`, () => {
+      for (const [ip, classes, why] of rows) {
+        const address = parseIpAddress(ip);
+        assert.ok(address, `${ip} parses`);
+        const endpoint = createNetworkEndpoint(address, 443);
+        for (const [name, method] of Object.entries(CLASSIFIERS)) {
+          assert.equal(endpoint[method](), classes.includes(name as AddressClass), `${ip} ${method}() (${why})`);
+        }
+      }
+    });
+  }
+});
+
+describe("address text", () => {
+  test("canonical formatting follows RFC 5952", () => {
+    const cases: [string, string][] = [
+      ["2001:DB8:0:0:0:0:0:1", "2001:db8::1"],
+      ["2001:0db8:0000:0000:0001:0000:0000:0001", "2001:db8::1:0:0:1"],
+      ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"],
+      ["2001:db8:0:0:1:0:0:0", "2001:db8:0:0:1::"],
+      ["0:0:0:0:0:0:0:0", "::"],
+      ["1::", "1::"],
+      ["::FFFF:C000:0201", "::ffff:192.0.2.1"],
+      ["::1.2.3.4", "::102:304"],
+      ["1:2:3:4:5:6:1.2.3.4", "1:2:3:4:5:6:102:304"],
+      ["192.0.2.1", "192.0.2.1"],
+    ];
+    for (const [input, expected] of cases) {
+      const address = parseIpAddress(input);
+      assert.ok(address, input);
+      assert.equal(formatIpAddress(address), expected, input);
+    }
+  });
+
+  test("malformed addresses are refused", () => {
+    for (const input of [
+      "", "1.2.3", "256.1.1.1", "01.2.3.4", "1.2.3.4.5", "1.2.3.-1", " 1.2.3.4",
+      "1:2:3:4:5:6:7:8:9", "1::2::3", ":::", "fe80::1%eth0", "1:2:3:4:5:6:7::8",
+      "::ffff:1.2.3", "g::1", "12345::1", "1.2.3.4:80", ":1::", "1:", "1.2.3.4::",
+    ]) {
+      assert.equal(parseIpAddress(input), undefined, JSON.stringify(input));
+    }
+  });
+
+  test("endpoint specs need an IP and a port; IPv6 in brackets", () => {
+    const text = (spec: Parameters<typeof parseEndpointSpec>[0]) => {
+      const parsed = parseEndpointSpec(spec);
+      return `${formatIpAddress(parsed.address)} ${parsed.port}`;
+    };
+    assert.equal(text("203.0.113.10:5432"), "203.0.113.10 5432");
+    assert.equal(text("[2001:DB8::1]:443"), "2001:db8::1 443");
+    assert.equal(text({ ip: "2001:db8::1", port: 53 }), "2001:db8::1 53");
+    for (const bad of ["2001:db8::1:443", "203.0.113.10" as `${string}:${number}`, "example.com:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+      assert.throws(() => parseEndpointSpec(bad as never), /invalid endpoint spec/, JSON.stringify(bad));
+    }
+  });
+
+  test("resolver specs default to port 53", () => {
+    assert.deepEqual(parseResolverSpec("1.1.1.1"), { ip: "1.1.1.1", port: 53 });
+    assert.deepEqual(parseResolverSpec("1.1.1.1:5353"), { ip: "1.1.1.1", port: 5353 });
+    assert.deepEqual(parseResolverSpec("2606:4700:4700::1111"), { ip: "2606:4700:4700::1111", port: 53 });
+    assert.deepEqual(parseResolverSpec("[2606:4700:4700::1111]:853"), { ip: "2606:4700:4700::1111", port: 853 });
+    assert.deepEqual(parseResolverSpec({ ip: "::1" }), { ip: "::1", port: 53 });
+    for (const bad of ["dns.google", "1.1.1.1:", "[::1", { ip: "1.1.1.1", port: 0 }]) {
+      assert.throws(() => parseResolverSpec(bad), /invalid DNS resolver/, JSON.stringify(bad));
+    }
+  });
+});

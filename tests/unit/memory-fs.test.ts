@@ -1,0 +1,147 @@
+// fs.memory: seeding, reads and writes, directories, symlinks, hard links,
+// rename flags, xattrs, and the error prefixes/codes the guest mapping uses.
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { fs } from "../../src/index.js";
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+const bytes = (value: string) => new TextEncoder().encode(value);
+const signal = new AbortController().signal;
+const posixError = (code: string, prefix: string) => (error: Error & { code?: string }) => {
+  assert.equal(error.code, code);
+  assert.ok(error.message.startsWith(prefix), `${error.message} starts with ${prefix}`);
+  return true;
+};
+
+describe("fs.memory", () => {
+  test("seeds files and their parent directories", async () => {
+    const memory = fs.memory({ files: { "/task.txt": "hello\n", "/a/b/c.bin": new Uint8Array([1, 2, 3]) } });
+    assert.equal(text(await memory.read({ path: "/task.txt", signal })), "hello\n");
+    assert.deepEqual(await memory.list("/"), [{ name: "a", type: "directory" }, { name: "task.txt", type: "file" }]);
+    assert.deepEqual(await memory.list("/a/b"), [{ name: "c.bin", type: "file" }]);
+    const stat = await memory.stat("/a/b/c.bin");
+    assert.deepEqual({ ...stat, modifiedAtMs: typeof stat.modifiedAtMs }, { type: "file", sizeBytes: 3, mediaType: null, modifiedAtMs: "number" });
+    assert.equal((await memory.stat("/a")).sizeBytes, null);
+    assert.throws(() => fs.memory({ files: { "relative.txt": "x" } }), posixError("EINVAL", "invalid argument:"));
+  });
+
+  test("ranged reads, writes past the end, truncation", async () => {
+    const memory = fs.memory({ files: { "/f": "0123456789" } });
+    assert.equal(text(await memory.read({ path: "/f", range: { offset: 2, length: 3 }, signal })), "234");
+    assert.equal(text(await memory.read({ path: "/f", range: { offset: 8, length: 10 }, signal })), "89");
+    assert.equal((await memory.read({ path: "/f", range: { offset: 50, length: 1 }, signal })).length, 0);
+    assert.equal(await memory.write({ path: "/f", offset: 12, contents: bytes("xy") }), 2);
+    assert.deepEqual([...(await memory.read({ path: "/f", range: { offset: 9, length: 5 }, signal }))], [57, 0, 0, 120, 121]);
+    assert.equal((await memory.truncate("/f", 3)).sizeBytes, 3);
+    await memory.truncate("/f", 5);
+    assert.deepEqual([...(await memory.read({ path: "/f", signal }))], [48, 49, 50, 0, 0]);
+    await assert.rejects(memory.write({ path: "/f", offset: -1, contents: bytes("x") }), posixError("EINVAL", "invalid argument:"));
+  });
+
+  test("a returned read is a copy", async () => {
+    const memory = fs.memory({ files: { "/f": "abc" } });
+    (await memory.read({ path: "/f", signal })).fill(0);
+    assert.equal(text(await memory.read({ path: "/f", signal })), "abc");
+  });
+
+  test("an aborted read rejects", async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(fs.memory({ files: { "/f": "x" } }).read({ path: "/f", signal: controller.signal }), { name: "AbortError" });
+  });
+
+  test("create, mkdir, unlink, rmdir and their errors", async () => {
+    const memory = fs.memory();
+    assert.equal((await memory.createFile("/new")).type, "file");
+    await assert.rejects(memory.createFile("/new"), posixError("EEXIST", "path exists"));
+    await assert.rejects(memory.createFile("/missing/new"), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.createFile("/new/child"), posixError("ENOTDIR", "not a directory:"));
+    assert.equal((await memory.mkdir("/dir")).type, "directory");
+    await assert.rejects(memory.mkdir("/dir"), posixError("EEXIST", "path exists"));
+    await assert.rejects(memory.mkdir("/"), posixError("EEXIST", "path exists"));
+    await memory.createFile("/dir/inner");
+    await assert.rejects(memory.rmdir("/dir"), posixError("ENOTEMPTY", "directory not empty:"));
+    await assert.rejects(memory.rmdir("/new"), posixError("ENOTDIR", "not a directory:"));
+    await assert.rejects(memory.unlink("/dir"), posixError("EISDIR", "is a directory:"));
+    await assert.rejects(memory.read({ path: "/dir", signal }), posixError("EISDIR", "is a directory:"));
+    await assert.rejects(memory.list("/new"), posixError("ENOTDIR", "not a directory:"));
+    await assert.rejects(memory.stat("/nope"), posixError("ENOENT", "not found:"));
+    await memory.unlink("/dir/inner");
+    await memory.rmdir("/dir");
+    await assert.rejects(memory.stat("/dir"), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.unlink("/dir"), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.stat("relative"), posixError("EINVAL", "invalid argument:"));
+  });
+
+  test("symlinks: readlink, lstat-style stat, followed for contents and in the middle of paths", async () => {
+    const memory = fs.memory({ files: { "/real/file.txt": "data" } });
+    await memory.symlink("/real", "/link");
+    await memory.symlink("file.txt", "/real/rel");
+    await memory.symlink("/nowhere", "/dangling");
+    assert.equal(await memory.readlink("/link"), "/real");
+    assert.deepEqual((await memory.stat("/link")).type, "symlink");
+    assert.equal((await memory.stat("/link")).sizeBytes, 5);
+    assert.equal(text(await memory.read({ path: "/link/file.txt", signal })), "data");
+    assert.equal(text(await memory.read({ path: "/real/rel", signal })), "data");
+    assert.deepEqual((await memory.list("/link")).map((entry) => entry.name), ["file.txt", "rel"]);
+    await assert.rejects(memory.read({ path: "/dangling", signal }), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.readlink("/real/file.txt"), posixError("EINVAL", "invalid argument:"));
+    await assert.rejects(memory.symlink("/x", "/link"), posixError("EEXIST", "path exists"));
+    await memory.unlink("/link");
+    assert.equal((await memory.stat("/real")).type, "directory", "unlink removes the link, not its target");
+    await memory.symlink("/loop-b", "/loop-a");
+    await memory.symlink("/loop-a", "/loop-b");
+    await assert.rejects(memory.read({ path: "/loop-a", signal }), posixError("ELOOP", "too many levels of symbolic links:"));
+  });
+
+  test("hard links share one file; directories cannot be hard-linked", async () => {
+    const memory = fs.memory({ files: { "/a": "one" } });
+    await memory.link("/a", "/b");
+    await memory.write({ path: "/b", offset: 0, contents: bytes("ONE") });
+    assert.equal(text(await memory.read({ path: "/a", signal })), "ONE");
+    await memory.unlink("/a");
+    assert.equal(text(await memory.read({ path: "/b", signal })), "ONE");
+    await memory.mkdir("/d");
+    await assert.rejects(memory.link("/d", "/d2"), posixError("EPERM", "operation not permitted:"));
+    await assert.rejects(memory.link("/b", "/d"), posixError("EEXIST", "path exists"));
+  });
+
+  test("rename: move, replace rules, NOREPLACE, EXCHANGE", async () => {
+    const memory = fs.memory({ files: { "/a": "A", "/b": "B", "/dir/x": "X", "/empty/.keep": "" } });
+    await memory.unlink("/empty/.keep");
+    await assert.rejects(memory.rename("/a", "/b", 1), posixError("EEXIST", "path exists"));
+    await memory.rename("/a", "/b");
+    assert.equal(text(await memory.read({ path: "/b", signal })), "A");
+    await assert.rejects(memory.stat("/a"), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.rename("/b", "/dir"), posixError("EISDIR", "is a directory:"));
+    await assert.rejects(memory.rename("/dir", "/b"), posixError("ENOTDIR", "not a directory:"));
+    await assert.rejects(memory.rename("/empty", "/dir"), posixError("ENOTEMPTY", "directory not empty:"));
+    await assert.rejects(memory.rename("/dir", "/dir/sub"), posixError("EINVAL", "invalid argument:"));
+    await memory.rename("/dir", "/empty");
+    assert.equal(text(await memory.read({ path: "/empty/x", signal })), "X");
+    await memory.rename("/b", "/empty/x", 2);
+    assert.equal(text(await memory.read({ path: "/b", signal })), "X");
+    assert.equal(text(await memory.read({ path: "/empty/x", signal })), "A");
+    await assert.rejects(memory.rename("/b", "/absent", 2), posixError("ENOENT", "not found:"));
+    await assert.rejects(memory.rename("/b", "/c", 4), posixError("EINVAL", "invalid argument:"));
+    await assert.rejects(memory.rename("/absent", "/c"), posixError("ENOENT", "not found:"));
+    await memory.rename("/b", "/b");
+    assert.equal(text(await memory.read({ path: "/b", signal })), "X");
+  });
+
+  test("xattrs: set, get, list, remove, create/replace flags", async () => {
+    const memory = fs.memory({ files: { "/f": "" } });
+    await memory.setxattr("/f", "user.a", bytes("1"));
+    await assert.rejects(memory.setxattr("/f", "user.a", bytes("2"), 1), posixError("EEXIST", "path exists"));
+    await memory.setxattr("/f", "user.a", bytes("2"), 2);
+    await assert.rejects(memory.setxattr("/f", "user.b", bytes("2"), 2), posixError("ENODATA", "xattr not found:"));
+    await memory.setxattr("/f", "user.b", bytes("3"), 1);
+    assert.equal(text(await memory.getxattr("/f", "user.a")), "2");
+    assert.deepEqual(await memory.listxattr("/f"), ["user.a", "user.b"]);
+    await memory.removexattr("/f", "user.a");
+    await assert.rejects(memory.getxattr("/f", "user.a"), posixError("ENODATA", "xattr not found:"));
+    await assert.rejects(memory.removexattr("/f", "user.a"), posixError("ENODATA", "xattr not found:"));
+    await assert.rejects(memory.setxattr("/f", "user.c", bytes("x"), 3), posixError("EINVAL", "invalid argument:"));
+  });
+});

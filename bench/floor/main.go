@@ -1,0 +1,108 @@
+// Command floor measures the baseline that `npm run bench` compares the
+// library against: the same VM (same QEMU arguments, kernel, initrd and
+// image) started by a minimal Go harness, with the same command run over the
+// control channel, without Node, N-API or the TypeScript API in the way.
+//
+// It prints one JSON object: {"coldMs": [...], "execUs": [...]}.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/vmm"
+	"github.com/torkbot/sandbox/vmm/qemu"
+)
+
+func main() {
+	kernel := flag.String("kernel", "", "vmlinux")
+	initrd := flag.String("initrd", "", "initrd.cpio")
+	image := flag.String("image", "", "root disk (qcow2)")
+	boots := flag.Int("boots", 5, "cold boots to time")
+	execs := flag.Int("execs", 50, "warm exec round trips to time")
+	flag.Parse()
+	if err := run(*kernel, *initrd, *image, *boots, *execs); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kernel, initrd, image string, boots, execs int) error {
+	ctx := context.Background()
+	engine, err := qemu.New(ctx, qemu.Options{Accel: os.Getenv("SANDBOX_ACCEL")}, kernel, initrd)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		ColdMs []float64 `json:"coldMs"`
+		ExecUs []float64 `json:"execUs"`
+	}
+	for i := range boots {
+		started := time.Now()
+		vm, client, err := boot(ctx, engine, kernel, initrd, image)
+		if err != nil {
+			return err
+		}
+		var got []byte
+		code, err := client.Run(ctx, control.Command{Name: "printf", Args: []string{"ready"}}, func(_ control.FD, b []byte) { got = append(got, b...) })
+		if err != nil || code != 0 || string(got) != "ready" {
+			return fmt.Errorf("first exec: code %d, output %q: %v", code, got, err)
+		}
+		out.ColdMs = append(out.ColdMs, float64(time.Since(started).Microseconds())/1e3)
+		if i == boots-1 {
+			for range execs {
+				t := time.Now()
+				if _, err := client.Run(ctx, control.Command{Name: "/bin/true"}, func(control.FD, []byte) {}); err != nil {
+					return err
+				}
+				out.ExecUs = append(out.ExecUs, float64(time.Since(t).Nanoseconds())/1e3)
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		client.Shutdown(sctx)
+		cancel()
+		select {
+		case <-vm.Done():
+		case <-time.After(5 * time.Second):
+			vm.Kill()
+			<-vm.Done()
+		}
+		client.Close()
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) (vmm.Machine, *control.Client, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
+	vm, err := engine.Start(ctx, vmm.Spec{
+		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512,
+		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
+		Channels: []vmm.Channel{{Name: "control", Conn: guest}},
+	})
+	if err != nil {
+		host.Close()
+		return nil, nil, err
+	}
+	client, err := control.NewClient(host)
+	if err != nil {
+		vm.Kill()
+		return nil, nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := client.Handshake(hctx); err != nil {
+		vm.Kill()
+		return nil, nil, fmt.Errorf("handshake: %w", err)
+	}
+	return vm, client, nil
+}

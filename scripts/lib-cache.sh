@@ -90,6 +90,8 @@ need_pkgs() {
   if ((EUID != 0)); then
     die "missing packages: ${missing[*]}; run as root: apt-get install -y ${missing[*]}"
   fi
+  # A fresh machine may have no package lists yet: update once and retry.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
-    die "apt-get install ${missing[*]} failed (try apt-get update first)"
+    { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; } ||
+    die "apt-get install ${missing[*]} failed"
 }

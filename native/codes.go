@@ -5,7 +5,6 @@ import (
 
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/native/lane"
-	"github.com/torkbot/sandbox/vmm/qemu"
 )
 
 // Error codes JS sees as err.code. They are part of the JS↔addon contract.
@@ -32,8 +31,6 @@ func jsError(err error) error {
 		code = codeVMMExited
 	case errors.As(err, new(*lane.BootTimeoutError)):
 		code = codeBootTimeout
-	case errors.Is(err, qemu.ErrNotInstalled):
-		code = codeEngine
 	}
 	return &napi.Error{Code: code, Message: err.Error()}
 }

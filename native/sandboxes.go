@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
 	"github.com/torkbot/sandbox/vmm"
-	"github.com/torkbot/sandbox/vmm/qemu"
+	"github.com/torkbot/sandbox/vmm/engines"
 )
 
 // defaultBootTimeout bounds a boot; generous because TCG on a loaded
@@ -74,9 +73,9 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	if !req.RootDisk.ReadOnly {
 		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "writable (copy-on-write) root disks are not available in this build of the addon yet"}
 	}
-	engine, err := engineFor(ctx, req.Kernel, req.Initrd)
+	engine, err := engineSelector.Select(ctx, engines.SettingsFromEnv(), req.Kernel, req.Initrd)
 	if err != nil {
-		return bootResponse{}, err
+		return bootResponse{}, &napi.Error{Code: codeEngine, Message: err.Error()}
 	}
 	timeout := defaultBootTimeout
 	if v := os.Getenv("SANDBOX_BOOT_TIMEOUT_MS"); v != "" {
@@ -104,45 +103,11 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	id := nextID
 	sandboxes[id] = &sandbox{env: r.Env, lane: l}
 	sandboxesMu.Unlock()
-	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel()}, nil
+	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel}, nil
 }
 
-var (
-	enginesMu sync.Mutex
-	engines   = map[[2]string]*qemu.Engine{}
-)
-
-// engineFor picks the VM engine once per kernel/initrd pair (its KVM probe
-// boots them). SANDBOX_ENGINE selects one; only QEMU exists in this build.
-func engineFor(ctx context.Context, kernel, initrd string) (*qemu.Engine, error) {
-	switch name := os.Getenv("SANDBOX_ENGINE"); name {
-	case "", "qemu":
-	case "krun":
-		return nil, &napi.Error{Code: codeEngine, Message: "SANDBOX_ENGINE=krun: the libkrun engine is not part of this build; unset SANDBOX_ENGINE or set it to qemu"}
-	default:
-		return nil, &napi.Error{Code: codeEngine, Message: fmt.Sprintf("SANDBOX_ENGINE=%q is not an engine (want krun or qemu)", name)}
-	}
-	enginesMu.Lock()
-	defer enginesMu.Unlock()
-	key := [2]string{kernel, initrd}
-	if e := engines[key]; e != nil {
-		return e, nil
-	}
-	cacheDir := ""
-	if dir, err := os.UserCacheDir(); err == nil {
-		cacheDir = filepath.Join(dir, "torkbot-sandbox")
-	}
-	e, err := qemu.New(ctx, qemu.Options{
-		Binary:        os.Getenv("SANDBOX_QEMU"),
-		Accel:         os.Getenv("SANDBOX_ACCEL"),
-		ProbeCacheDir: cacheDir,
-	}, kernel, initrd)
-	if err != nil {
-		return nil, &napi.Error{Code: codeEngine, Message: err.Error()}
-	}
-	engines[key] = e
-	return e, nil
-}
+// engines keeps the engine chosen per kernel and initrd for the process.
+var engineSelector engines.Selector
 
 type commandRequest struct {
 	ID      uint64            `json:"id"`

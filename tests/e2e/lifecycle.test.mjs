@@ -78,6 +78,18 @@ describe("sandbox lifecycle", () => {
     assert.deepEqual(tmpAfter, []);
   });
 
+  it("rejects a boot that does not become ready in time and leaves no VMM behind", async () => {
+    // The timeout is read when the addon loads, so it runs in its own process.
+    const { code, message, elapsedMs, vmms } = JSON.parse(
+      await runFixture("boot-timeout.mjs", { SANDBOX_BOOT_TIMEOUT_MS: "300" }),
+    );
+    assert.equal(code, "ERR_SANDBOX_BOOT_TIMEOUT");
+    assert.match(message, /did not become ready within 300ms/);
+    assert.match(message, /last guest console output/);
+    assert.ok(elapsedMs < 10_000, `boot() took ${elapsedMs} ms to give up`);
+    assert.deepEqual(vmms, []);
+  });
+
   it("rejects a built-in image that is not installed, saying how to get it", async () => {
     const alpine = defineSandbox({ rootfs: rootfs.builtIn("alpine:3.23") });
     await assert.rejects(alpine.boot(), /alpine:3\.23.*not installed/s);
@@ -100,17 +112,25 @@ describe("sandbox lifecycle", () => {
   });
 
   it("lets an idle process exit by itself, taking its VMM down", async () => {
-    const script = fileURLToPath(new URL("./fixtures/forgetful-boot.mjs", import.meta.url));
-    const child = spawnProcess(process.execPath, [script], { stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    const code = await new Promise((resolve) => child.on("exit", resolve));
-    assert.equal(code, 0);
-    const { vmmPid, stdout } = JSON.parse(out);
+    const { vmmPid, stdout } = JSON.parse(await runFixture("forgetful-boot.mjs"));
     assert.equal(stdout, "hi\n");
     await eventually(() => !processExists(vmmPid), 3000, `VMM ${vmmPid} to exit with its parent`);
   });
 });
+
+/** Runs a fixture script in a fresh Node process; resolves with its stdout once it exits 0. */
+async function runFixture(name, env = {}) {
+  const script = fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
+  const child = spawnProcess(process.execPath, [script], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, ...env },
+  });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  const code = await new Promise((resolve) => child.on("exit", resolve));
+  assert.equal(code, 0, `${name} exited with ${code}`);
+  return out;
+}
 
 function processExists(pid) {
   try {

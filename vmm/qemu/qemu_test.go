@@ -1,0 +1,122 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/torkbot/sandbox/vmm"
+)
+
+func TestArgs(t *testing.T) {
+	e := &Engine{binary: "/usr/bin/qemu-system-x86_64", accel: AccelTCG}
+	args := e.args(vmm.Spec{
+		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio", Cmdline: "sandbox.rootmode=ro",
+		CPUs: 2, MemoryMiB: 768,
+		RootDisk: vmm.Disk{Path: "/img/a,b.qcow2", Format: "qcow2", ReadOnly: true},
+		Channels: []vmm.Channel{{Name: "control"}, {Name: "fs.0"}},
+	})
+	joined := strings.Join(args, " ")
+	for _, want := range []string{
+		"-accel tcg", "-M microvm", "-m 768", "-smp 2", "-no-reboot",
+		"-kernel /k/vmlinux", "-initrd /k/initrd.cpio",
+		// A comma in a path is doubled: QEMU's option syntax.
+		"-drive file=/img/a,,b.qcow2,format=qcow2,if=none,id=root,readonly=on",
+		"-chardev socket,id=ch0,fd=3 -device virtserialport,chardev=ch0,name=control",
+		"-chardev socket,id=ch1,fd=4 -device virtserialport,chardev=ch1,name=fs.0",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("args lack %q:\n%s", want, joined)
+		}
+	}
+	cmdline := args[slices.Index(args, "-append")+1]
+	if !strings.HasSuffix(cmdline, " sandbox.rootmode=ro") || !strings.Contains(cmdline, " tsc_early_khz=") || !strings.Contains(cmdline, "panic=-1") {
+		t.Errorf("cmdline %q", cmdline)
+	}
+	if strings.Contains(cmdline, "noapictimer") {
+		t.Errorf("cmdline %q has noapictimer, which leaves the guest without a one-shot timer", cmdline)
+	}
+	if slices.Contains(args, "-cpu") {
+		t.Errorf("TCG args ask for a CPU model: %s", joined)
+	}
+
+	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}})
+	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm") || !slices.Contains(kvm, "host") {
+		t.Errorf("KVM args: %v", kvm)
+	}
+	if strings.Contains(strings.Join(kvm, " "), "tsc_early_khz") {
+		t.Errorf("KVM guests read the TSC rate from the hypervisor; args: %v", kvm)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	os.WriteFile(file, nil, 0o644)
+	good := vmm.Spec{Kernel: file, Initrd: file, CPUs: 1, MemoryMiB: 128, RootDisk: vmm.Disk{Path: file, Format: "qcow2"}}
+	if err := validate(good); err != nil {
+		t.Fatalf("valid spec: %v", err)
+	}
+	for name, mutate := range map[string]func(*vmm.Spec){
+		"no vCPUs":        func(s *vmm.Spec) { s.CPUs = 0 },
+		"too many vCPUs":  func(s *vmm.Spec) { s.CPUs = 256 },
+		"tiny memory":     func(s *vmm.Spec) { s.MemoryMiB = 32 },
+		"unknown format":  func(s *vmm.Spec) { s.RootDisk.Format = "vmdk" },
+		"missing kernel":  func(s *vmm.Spec) { s.Kernel = filepath.Join(dir, "nope") },
+		"bad channel":     func(s *vmm.Spec) { s.Channels = []vmm.Channel{{Name: "a,b"}} },
+		"unnamed channel": func(s *vmm.Spec) { s.Channels = []vmm.Channel{{}} },
+	} {
+		s := good
+		mutate(&s)
+		if err := validate(s); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestHostTSCKHz(t *testing.T) {
+	// Any x86-64 host of the last decades runs its TSC between 500 MHz and 10 GHz.
+	if khz := hostTSCKHz(); khz < 500_000 || khz > 10_000_000 {
+		t.Errorf("host TSC rate %d kHz is implausible", khz)
+	}
+}
+
+// TestProbe runs the real KVM probe against the built guest kernel: it must
+// settle within its bound whatever KVM does here, and its verdict must be
+// reused from the disk cache.
+func TestProbe(t *testing.T) {
+	artifacts := "../../platform-packages/linux-x64-gnu/artifacts/kernel"
+	kernel, initrd := filepath.Join(artifacts, "vmlinux"), filepath.Join(artifacts, "initrd.cpio")
+	if _, err := os.Stat(initrd); err != nil {
+		t.Skipf("guest kernel not built (run scripts/build.sh): %v", err)
+	}
+	binary, err := findBinary("")
+	if err != nil {
+		t.Skip(err)
+	}
+	cache := t.TempDir()
+	start := time.Now()
+	accel := chooseAccel(t.Context(), binary, kernel, initrd, cache)
+	if took := time.Since(start); took > kvmProbeTimeout+2*time.Second {
+		t.Errorf("probe took %v", took)
+	}
+	if accel != AccelTCG && accel != AccelKVM {
+		t.Fatalf("probe chose %q", accel)
+	}
+	t.Logf("probe chose %s in %v", accel, time.Since(start))
+
+	// Flip the cached verdict: a fresh process (no memo) must believe the disk.
+	key := probeKey(binary, kernel, initrd)
+	flipped := map[string]string{AccelTCG: AccelKVM, AccelKVM: AccelTCG}[accel]
+	os.WriteFile(filepath.Join(cache, "accel-"+key), []byte(flipped+"\n"), 0o644)
+	probeMemo.Delete(key)
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		return // without /dev/kvm the probe never consults the cache
+	}
+	if got := chooseAccel(t.Context(), binary, kernel, initrd, cache); got != flipped {
+		t.Errorf("cached verdict %q ignored: got %q", flipped, got)
+	}
+}

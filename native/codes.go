@@ -13,6 +13,7 @@ const (
 	codeClosed         = "ERR_SANDBOX_CLOSED"
 	codeVMMExited      = "ERR_SANDBOX_VMM_EXITED"
 	codeBootTimeout    = "ERR_SANDBOX_BOOT_TIMEOUT"
+	codeBoot           = "ERR_SANDBOX_BOOT"
 	codeEngine         = "ERR_SANDBOX_ENGINE"
 	codeUnsupported    = "ERR_SANDBOX_UNSUPPORTED"
 	codeInternal       = "ERR_SANDBOX"
@@ -31,6 +32,8 @@ func jsError(err error) error {
 		code = codeVMMExited
 	case errors.As(err, new(*lane.BootTimeoutError)):
 		code = codeBootTimeout
+	case errors.As(err, new(*lane.BootError)):
+		code = codeBoot
 	}
 	return &napi.Error{Code: code, Message: err.Error()}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +33,34 @@ type ExitedError struct {
 
 func (e *ExitedError) Error() string {
 	return fmt.Sprintf("sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
+}
+
+// BootError reports a guest whose init gave up while booting, with its reason
+// (e.g. a mount target missing from the image).
+type BootError struct {
+	Reason      string
+	ConsoleTail string
+}
+
+func (e *BootError) Error() string {
+	return fmt.Sprintf("sandbox VM failed to boot: %s; last guest console output:\n%s", e.Reason, indent(e.ConsoleTail))
+}
+
+// initFatal is how sandbox-init prefixes the one line it prints before it
+// powers off on a fatal error.
+const initFatal = "sandbox-init: fatal: "
+
+// bootFailure returns the reason init printed for a fatal boot error, if any.
+func bootFailure(console string) (string, bool) {
+	i := strings.LastIndex(console, initFatal)
+	if i < 0 {
+		return "", false
+	}
+	reason := console[i+len(initFatal):]
+	if end := strings.IndexByte(reason, '\n'); end >= 0 {
+		reason = reason[:end]
+	}
+	return strings.TrimSpace(reason), true
 }
 
 // BootTimeoutError reports a guest that did not become ready in time.
@@ -176,6 +205,9 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		}
 	case <-machine.Done():
 		err = l.exitedError()
+	}
+	if reason, ok := bootFailure(tail.String()); ok {
+		err = &BootError{Reason: reason, ConsoleTail: tail.String()}
 	}
 	l.kill()
 	return nil, err

@@ -1,8 +1,18 @@
 module github.com/torkbot/sandbox
 
-go 1.26.0
+go 1.26.3
 
 require (
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/yamux v0.1.2
+	github.com/miekg/dns v1.1.73
 	golang.org/x/sys v0.50.0
+	gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
+)
+
+require (
+	github.com/google/btree v1.1.2 // indirect
+	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect
+	golang.org/x/net v0.57.0 // indirect
+	golang.org/x/time v0.15.0 // indirect
 )

@@ -1,0 +1,548 @@
+package netpolicy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/link"
+)
+
+// envInNetns marks the re-executed test process running in its own network
+// namespace.
+const envInNetns = "NETPOLICY_TEST_IN_NETNS"
+
+// Origins: documentation addresses held by lo inside the test's namespace.
+var (
+	originA  = netip.MustParseAddr("198.51.100.10") // allowed origin
+	originB  = netip.MustParseAddr("203.0.113.10")  // denied origin, custom resolver
+	resolver = netip.MustParseAddr("192.0.2.53")    // "host" resolver
+	origin6  = netip.MustParseAddr("2001:db8::10")
+	customIP = netip.MustParseAddr("203.0.113.99") // what the custom resolver answers
+)
+
+var tools = map[string]string{"dig": "dnsutils", "nc": "netcat-openbsd", "socat": "socat", "curl": "curl", "ip": "iproute2"}
+
+// TestNetns runs real clients in a "guest" namespace whose TAP device is
+// bridged to a Stack; upstream dials land on origins in the test's own
+// namespace, which has no route out.
+func TestNetns(t *testing.T) {
+	if os.Getenv(envInNetns) == "" {
+		reexecInNetns(t)
+		return
+	}
+	h := newHarness(t)
+	baseline := h.baseline
+
+	t.Run("http raw accept", func(t *testing.T) {
+		out := h.guest(t, "curl", "-sS", "--max-time", "5", "http://198.51.100.10/")
+		if out != "hello from origin" {
+			t.Fatalf("curl = %q", out)
+		}
+		h.policy.wantFlow(t, func(f netpolicy.Flow) bool { return f.Transport == "tcp" && f.Dst == netip.AddrPortFrom(originA, 80) })
+	})
+	t.Run("tcp echo half-close", func(t *testing.T) {
+		if out := h.guestIn(t, "hello", "nc", "-N", "-w", "5", "198.51.100.10", "7"); out != "hello" {
+			t.Fatalf("echo = %q", out)
+		}
+	})
+	t.Run("server-first banner", func(t *testing.T) {
+		if out := h.guestIn(t, "", "nc", "-w", "5", "198.51.100.10", "22"); out != "SSH-2.0-origin" {
+			t.Fatalf("banner = %q", out)
+		}
+	})
+	t.Run("ipv6 echo", func(t *testing.T) {
+		if out := h.guestIn(t, "hello6", "nc", "-N", "-w", "5", "2001:db8::10", "7"); out != "hello6" {
+			t.Fatalf("echo = %q", out)
+		}
+	})
+	t.Run("udp echo", func(t *testing.T) {
+		if out := h.guestIn(t, "ping", "socat", "-t", "1", "-", "UDP:198.51.100.10:7"); out != "ping" {
+			t.Fatalf("udp echo = %q", out)
+		}
+		h.policy.wantFlow(t, func(f netpolicy.Flow) bool { return f.Transport == "udp" && f.Dst == netip.AddrPortFrom(originA, 7) })
+	})
+	t.Run("deny resets", func(t *testing.T) {
+		if out, err := h.guestErr("curl", "-sS", "--max-time", "5", "http://203.0.113.10/"); err == nil {
+			t.Fatalf("curl succeeded: %q", out)
+		}
+		if n := h.deniedAccepts.Load(); n != 0 {
+			t.Fatalf("denied origin saw %d connections", n)
+		}
+	})
+	t.Run("policy error denies", func(t *testing.T) {
+		if out, err := h.guestErr("nc", "-z", "-w", "3", "203.0.113.10", "81"); err == nil {
+			t.Fatalf("nc succeeded: %q", out)
+		}
+		if n := h.deniedAccepts.Load(); n != 0 {
+			t.Fatalf("origin saw %d connections", n)
+		}
+	})
+	t.Run("gateway non-dns refused", func(t *testing.T) {
+		before := h.policy.count()
+		if _, err := h.guestErr("nc", "-z", "-w", "3", "10.0.2.1", "80"); err == nil {
+			t.Fatal("connected to gateway:80")
+		}
+		if h.policy.count() != before {
+			t.Fatal("policy asked for gateway:80")
+		}
+	})
+	t.Run("dns udp", func(t *testing.T) {
+		if out := h.guest(t, "dig", "@10.0.2.1", "+short", "+tries=1", "+time=3", "origin.example.test"); out != "198.51.100.10" {
+			t.Fatalf("dig = %q", out)
+		}
+		h.policy.wantFlow(t, func(f netpolicy.Flow) bool { return f.DNS && f.Transport == "udp" })
+	})
+	t.Run("dns tcp keepopen", func(t *testing.T) {
+		before := h.policy.count()
+		out := h.guest(t, "dig", "@10.0.2.1", "+tcp", "+keepopen", "+short", "+tries=1", "+time=3", "origin.example.test", "v6.example.test", "AAAA")
+		if out != "198.51.100.10\n2001:db8::10" {
+			t.Fatalf("dig = %q", out)
+		}
+		flows := h.policy.since(before)
+		if len(flows) != 2 || !flows[0].DNS || flows[0].Transport != "tcp" || flows[0].Src != flows[1].Src {
+			t.Fatalf("want two DNS queries on one TCP connection, got %+v", flows)
+		}
+	})
+	t.Run("dns ipv6 resolver", func(t *testing.T) {
+		if out := h.guest(t, "dig", "@fd00:5a4e:6c00::1", "+short", "+tries=1", "+time=3", "AAAA", "v6.example.test"); out != "2001:db8::10" {
+			t.Fatalf("dig = %q", out)
+		}
+	})
+	t.Run("dns custom resolvers", func(t *testing.T) {
+		h.policy.setResolvers([]netip.AddrPort{netip.AddrPortFrom(originB, 53)})
+		defer h.policy.setResolvers(nil)
+		before := h.customQueries.Load()
+		if out := h.guest(t, "dig", "@10.0.2.1", "+short", "+tries=1", "+time=3", "anything.test"); out != customIP.String() {
+			t.Fatalf("dig = %q", out)
+		}
+		if h.customQueries.Load() == before {
+			t.Fatal("custom resolver not queried")
+		}
+	})
+	t.Run("dns denied refused", func(t *testing.T) {
+		h.policy.denyDNS.Store(true)
+		defer h.policy.denyDNS.Store(false)
+		out := h.guest(t, "dig", "@10.0.2.1", "+tries=1", "+time=3", "origin.example.test")
+		if !strings.Contains(out, "status: REFUSED") {
+			t.Fatalf("dig = %q", out)
+		}
+	})
+	t.Run("pins name following flows", func(t *testing.T) {
+		if out := h.guest(t, "dig", "@10.0.2.1", "+short", "+tries=1", "+time=3", "www.example.test"); !strings.HasSuffix(out, "198.51.100.10") {
+			t.Fatalf("dig = %q", out)
+		}
+		before := h.policy.count()
+		h.guest(t, "curl", "-sS", "--max-time", "5", "http://198.51.100.10/")
+		flows := h.policy.since(before)
+		if len(flows) != 1 || flows[0].Hostname != "www.example.test" {
+			t.Fatalf("flows = %+v, want one with Hostname www.example.test", flows)
+		}
+	})
+
+	h.close(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > baseline {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after Close, baseline %d:\n%s", n, baseline, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// reexecInNetns runs TestNetns again in a new network and mount namespace.
+func reexecInNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and TAP devices")
+	}
+	ensureTools(t)
+	args := []string{"-test.run=^TestNetns$", "-test.count=1"}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), envInNetns+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if testing.Verbose() || err != nil {
+		t.Logf("in namespace:\n%s", out)
+	}
+	if err != nil {
+		t.Fatalf("namespace run: %v", err)
+	}
+}
+
+// ensureTools installs the guest's clients with apt-get if missing.
+func ensureTools(t *testing.T) {
+	var missing []string
+	for bin, pkg := range tools {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	cmd := exec.Command("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, missing...)...)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("missing %v and apt-get failed: %v\n%s", missing, err, out)
+	}
+}
+
+type harness struct {
+	stack    *netpolicy.Stack
+	policy   *testPolicy
+	netns    string
+	cancel   context.CancelFunc
+	served   chan error
+	baseline int
+
+	deniedAccepts atomic.Int64
+	customQueries atomic.Int64
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// requireIsolated refuses to go on unless this namespace has no default
+// route: nothing the test sends can leave the machine.
+func requireIsolated(t *testing.T) {
+	for _, fam := range []string{"-4", "-6"} {
+		out, err := exec.Command("ip", fam, "route", "show", "default").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Fatalf("refusing to run: namespace has a default route (%s) or ip failed: %v", out, err)
+		}
+	}
+}
+
+func newHarness(t *testing.T) *harness {
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	requireIsolated(t)
+	run(t, "ip", "link", "set", "lo", "up")
+	for _, a := range []string{"198.51.100.10/32", "203.0.113.10/32", "192.0.2.53/32"} {
+		run(t, "ip", "addr", "add", a, "dev", "lo")
+	}
+	run(t, "ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad")
+	requireIsolated(t)
+
+	h := &harness{policy: &testPolicy{}, netns: fmt.Sprintf("nptest%d", os.Getpid())}
+	h.baseline = runtime.NumGoroutine()
+	h.startOrigins(t)
+	h.baseline = runtime.NumGoroutine()
+
+	run(t, "ip", "netns", "add", h.netns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", h.netns).Run() })
+	tap := openTAP(t, "nptap0")
+	run(t, "ip", "link", "set", "nptap0", "netns", h.netns)
+	for _, c := range [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "link", "set", "nptap0", "mtu", "1500", "up"},
+		{"ip", "addr", "add", "10.0.2.2/24", "dev", "nptap0"},
+		{"ip", "route", "add", "default", "via", "10.0.2.1"},
+		{"ip", "-6", "addr", "add", "fd00:5a4e:6c00::2/64", "dev", "nptap0", "nodad"},
+		{"ip", "-6", "route", "add", "default", "via", "fd00:5a4e:6c00::1"},
+	} {
+		run(t, append([]string{"ip", "netns", "exec", h.netns}, c...)...)
+	}
+
+	st, err := netpolicy.New(netpolicy.Config{
+		Policy:         h.policy,
+		MTU:            1500,
+		HostResolvers:  []netip.AddrPort{netip.AddrPortFrom(resolver, 53)},
+		UDPIdleTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stack = st
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stackEnd, vmEnd := fileConn(t, fds[0]), fileConn(t, fds[1])
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.served = make(chan error, 1)
+	go func() { h.served <- st.Serve(ctx, stackEnd) }()
+	go bridgeTAP(tap, vmEnd)
+	return h
+}
+
+func (h *harness) close(t *testing.T) {
+	if err := h.stack.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-h.served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	h.cancel()
+}
+
+func fileConn(t *testing.T, fd int) net.Conn {
+	f := os.NewFile(uintptr(fd), "socketpair")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// openTAP creates a TAP device (no packet info header) in this namespace.
+func openTAP(t *testing.T, name string) *os.File {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no TAP support: %v", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		t.Fatalf("TUNSETIFF: %v", err)
+	}
+	return os.NewFile(uintptr(fd), name)
+}
+
+// bridgeTAP plays the VMM: each TAP frame goes to vm length-prefixed, and
+// back. It returns when either side closes, closing both.
+func bridgeTAP(tap *os.File, vm net.Conn) {
+	defer tap.Close()
+	defer vm.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, link.MaxFrameSize(1500))
+		for {
+			n, err := link.ReadFrame(vm, buf)
+			if err != nil {
+				tap.Close()
+				return
+			}
+			tap.Write(buf[:n])
+		}
+	}()
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := tap.Read(buf)
+		if err != nil {
+			break
+		}
+		if link.WriteFrame(vm, buf[:n]) != nil {
+			break
+		}
+	}
+	vm.Close()
+	<-done
+}
+
+// guest runs a command in the guest namespace and returns its trimmed
+// output; it fails the test if the command fails.
+func (h *harness) guest(t *testing.T, args ...string) string {
+	t.Helper()
+	return h.guestIn(t, "", args...)
+}
+
+func (h *harness) guestIn(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := h.guestRun(stdin, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (h *harness) guestErr(args ...string) (string, error) { return h.guestRun("", args...) }
+
+func (h *harness) guestRun(stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.netns}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// startOrigins starts the servers the guest's flows land on.
+func (h *harness) startOrigins(t *testing.T) {
+	listen := func(a netip.Addr, port uint16) net.Listener {
+		l, err := net.Listen("tcp", netip.AddrPortFrom(a, port).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	serve := func(l net.Listener, handle func(net.Conn)) {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					handle(c)
+				}()
+			}
+		}()
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from origin")
+	})}
+	go srv.Serve(listen(originA, 80))
+	t.Cleanup(func() { srv.Close() })
+	// Echo after the client's EOF: proves half-close both ways.
+	echo := func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write(b)
+	}
+	serve(listen(originA, 7), echo)
+	serve(listen(origin6, 7), echo)
+	serve(listen(originA, 22), func(c net.Conn) { io.WriteString(c, "SSH-2.0-origin\r\n") })
+	for _, port := range []uint16{80, 81} {
+		serve(listen(originB, port), func(net.Conn) { h.deniedAccepts.Add(1) })
+	}
+
+	pc, err := net.ListenPacket("udp", netip.AddrPortFrom(originA, 7).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+
+	zone := map[string][]string{
+		"origin.example.test.": {"origin.example.test. 60 IN A 198.51.100.10"},
+		"www.example.test.":    {"www.example.test. 60 IN CNAME origin.example.test.", "origin.example.test. 60 IN A 198.51.100.10"},
+		"v6.example.test.":     {"v6.example.test. 60 IN AAAA 2001:db8::10"},
+	}
+	hostDNS := mdns.HandlerFunc(func(w mdns.ResponseWriter, q *mdns.Msg) {
+		r := new(mdns.Msg)
+		r.SetReply(q)
+		for _, s := range zone[strings.ToLower(q.Question[0].Name)] {
+			rr, _ := mdns.NewRR(s)
+			if rr.Header().Rrtype == q.Question[0].Qtype || rr.Header().Rrtype == mdns.TypeCNAME {
+				r.Answer = append(r.Answer, rr)
+			}
+		}
+		w.WriteMsg(r)
+	})
+	customDNS := mdns.HandlerFunc(func(w mdns.ResponseWriter, q *mdns.Msg) {
+		h.customQueries.Add(1)
+		r := new(mdns.Msg)
+		r.SetReply(q)
+		r.Answer = []mdns.RR{&mdns.A{Hdr: mdns.RR_Header{Name: q.Question[0].Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 60}, A: customIP.AsSlice()}}
+		w.WriteMsg(r)
+	})
+	for _, d := range []struct {
+		addr    netip.Addr
+		handler mdns.Handler
+	}{{resolver, hostDNS}, {originB, customDNS}} {
+		for _, network := range []string{"udp", "tcp"} {
+			started := make(chan struct{})
+			s := &mdns.Server{Addr: netip.AddrPortFrom(d.addr, 53).String(), Net: network, Handler: d.handler, NotifyStartedFunc: func() { close(started) }}
+			errc := make(chan error, 1)
+			go func() { errc <- s.ListenAndServe() }()
+			select {
+			case <-started:
+			case err := <-errc:
+				t.Fatalf("dns server %s/%s: %v", d.addr, network, err)
+			}
+			t.Cleanup(func() { s.Shutdown() })
+		}
+	}
+}
+
+// testPolicy records every flow and decides by destination.
+type testPolicy struct {
+	denyDNS atomic.Bool
+
+	mu        sync.Mutex
+	flows     []netpolicy.Flow
+	resolvers []netip.AddrPort
+}
+
+func (p *testPolicy) Decide(_ context.Context, f netpolicy.Flow) (netpolicy.Decision, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.flows = append(p.flows, f)
+	switch {
+	case f.DNS && p.denyDNS.Load():
+		return netpolicy.Decision{Action: netpolicy.Deny}, nil
+	case f.DNS:
+		return netpolicy.Decision{Action: netpolicy.AcceptDNS, Resolvers: p.resolvers}, nil
+	case f.Dst == netip.AddrPortFrom(originB, 81):
+		return netpolicy.Decision{}, errors.New("policy failed")
+	case f.Dst == netip.AddrPortFrom(originA, 80):
+		return netpolicy.Decision{Action: netpolicy.AcceptHTTP}, nil
+	case f.Dst.Addr() == originA || f.Dst.Addr() == origin6:
+		return netpolicy.Decision{Action: netpolicy.Accept}, nil
+	}
+	return netpolicy.Decision{Action: netpolicy.Deny}, nil
+}
+
+func (p *testPolicy) setResolvers(r []netip.AddrPort) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resolvers = r
+}
+
+func (p *testPolicy) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.flows)
+}
+
+func (p *testPolicy) since(n int) []netpolicy.Flow {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]netpolicy.Flow(nil), p.flows[n:]...)
+}
+
+func (p *testPolicy) wantFlow(t *testing.T, match func(netpolicy.Flow) bool) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.flows {
+		if match(f) {
+			return
+		}
+	}
+	t.Fatalf("no matching flow among %+v", p.flows)
+}

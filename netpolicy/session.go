@@ -1,0 +1,385 @@
+package netpolicy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/torkbot/sandbox/netpolicy/dns"
+)
+
+// dnsPort is the sandbox resolver's port on the gateways.
+const dnsPort = 53
+
+// dnsTCPIdleTimeout closes a guest's DNS-over-TCP connection left idle.
+const dnsTCPIdleTimeout = 30 * time.Second
+
+// session is the state of one Serve: a netstack and the goroutines serving
+// its flows.
+type session struct {
+	*Stack
+	// ctx ends when the session shuts down.
+	ctx context.Context
+	ns  *stack.Stack
+
+	// mu guards closing.
+	mu sync.Mutex
+	// closing is set once shutdown began; no goroutine is tracked after.
+	closing bool
+	// wg counts tracked goroutines.
+	wg sync.WaitGroup
+}
+
+// start installs the flow handlers and the resolver on both gateways.
+func (s *session) start() error {
+	s.ns.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s.ns, 0, maxInFlightSYN, s.handleTCP).HandlePacket)
+	s.ns.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s.ns, s.handleUDP).HandlePacket)
+	for _, gw := range []struct {
+		addr  netip.Addr
+		proto tcpip.NetworkProtocolNumber
+	}{{GatewayIPv4, ipv4.ProtocolNumber}, {GatewayIPv6, ipv6.ProtocolNumber}} {
+		laddr := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(gw.addr.AsSlice()), Port: dnsPort}
+		c, err := gonet.DialUDP(s.ns, &laddr, nil, gw.proto)
+		if err != nil {
+			return fmt.Errorf("netpolicy: cannot listen on %s: %w", netip.AddrPortFrom(gw.addr, dnsPort), err)
+		}
+		if !s.goTracked(func() { s.serveDNSUDP(c, netip.AddrPortFrom(gw.addr, dnsPort)) }) {
+			c.Close()
+		}
+	}
+	return nil
+}
+
+// shutdown ends every flow and waits for every goroutine of the session.
+func (s *session) shutdown(cancel context.CancelFunc) {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	cancel()
+	s.ns.Destroy()
+	s.wg.Wait()
+}
+
+// enter tracks the calling goroutine; it returns false once shutdown began.
+// Every successful enter must be paired with s.wg.Done.
+func (s *session) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// goTracked runs f in a tracked goroutine; false if shutdown began.
+func (s *session) goTracked(f func()) bool {
+	if !s.enter() {
+		return false
+	}
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// decide asks the policy; an error denies.
+func (s *session) decide(f Flow) Decision {
+	d, err := s.cfg.Policy.Decide(s.ctx, f)
+	if err != nil {
+		return Decision{Action: Deny}
+	}
+	return d
+}
+
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip, port)
+}
+
+// handleTCP decides a new TCP connection. It runs in a goroutine of the
+// forwarder.
+func (s *session) handleTCP(r *tcp.ForwarderRequest) {
+	if !s.enter() {
+		r.Complete(true)
+		return
+	}
+	defer s.wg.Done()
+	id := r.ID()
+	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
+	switch {
+	case isGateway(dst.Addr()):
+		if dst.Port() != dnsPort {
+			r.Complete(true)
+			return
+		}
+		guest, err := acceptTCP(r)
+		if err != nil {
+			return
+		}
+		s.serveDNSTCP(guest, src, dst)
+		return
+	case neverDial(dst.Addr()):
+		r.Complete(true)
+		return
+	}
+	d := s.decide(Flow{Transport: "tcp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
+	if d.Action != Accept && d.Action != AcceptHTTP {
+		r.Complete(true)
+		return
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+	up, err := s.cfg.Dialer.DialContext(dctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		r.Complete(true)
+		return
+	}
+	guest, err := acceptTCP(r)
+	if err != nil {
+		up.Close()
+		return
+	}
+	// AcceptHTTP is relayed raw until HTTP enforcement exists.
+	relayTCP(s.ctx, guest, up)
+}
+
+// acceptTCP completes the guest's handshake.
+func acceptTCP(r *tcp.ForwarderRequest) (*gonet.TCPConn, error) {
+	var wq waiter.Queue
+	ep, err := r.CreateEndpoint(&wq)
+	if err != nil {
+		r.Complete(true)
+		return nil, fmt.Errorf("netpolicy: cannot accept guest connection: %s", err)
+	}
+	r.Complete(false)
+	return gonet.NewTCPConn(&wq, ep), nil
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// relayTCP copies both ways until both directions ended or ctx ends. A
+// direction that reaches EOF half-closes its destination; an error aborts
+// both. Both conns are closed on return.
+func relayTCP(ctx context.Context, a, b net.Conn) {
+	abort := func() { a.Close(); b.Close() }
+	stop := context.AfterFunc(ctx, abort)
+	defer stop()
+	defer abort()
+	pipe := func(dst, src net.Conn) {
+		if _, err := io.Copy(dst, src); err != nil {
+			abort()
+			return
+		}
+		if cw, ok := dst.(closeWriter); ok {
+			cw.CloseWrite()
+		} else {
+			abort()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(b, a)
+	}()
+	pipe(a, b)
+	<-done
+}
+
+// handleUDP creates an endpoint for a new UDP flow and serves it in a
+// tracked goroutine. It runs on the stack's packet path and must not block.
+func (s *session) handleUDP(r *udp.ForwarderRequest) bool {
+	var wq waiter.Queue
+	ep, err := r.CreateEndpoint(&wq)
+	if err != nil {
+		return false
+	}
+	guest := gonet.NewUDPConn(&wq, ep)
+	id := r.ID()
+	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
+	if !s.goTracked(func() { s.serveUDPFlow(guest, src, dst) }) {
+		guest.Close()
+	}
+	return true
+}
+
+// serveUDPFlow decides a UDP flow, then relays it, or drops its datagrams,
+// until it is idle.
+func (s *session) serveUDPFlow(guest *gonet.UDPConn, src, dst netip.AddrPort) {
+	defer guest.Close()
+	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
+	defer stop()
+	idle := s.cfg.UDPIdleTimeout
+	if isGateway(dst.Addr()) || neverDial(dst.Addr()) {
+		drainUntilIdle(guest, idle)
+		return
+	}
+	d := s.decide(Flow{Transport: "udp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
+	if d.Action != Accept {
+		drainUntilIdle(guest, idle)
+		return
+	}
+	dctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+	up, err := s.cfg.Dialer.DialContext(dctx, "udp", dst.String())
+	cancel()
+	if err != nil {
+		drainUntilIdle(guest, idle)
+		return
+	}
+	defer up.Close()
+	relayUDP(s.ctx, guest, up, idle)
+}
+
+// drainUntilIdle drops datagrams until none came for idle.
+func drainUntilIdle(c net.Conn, idle time.Duration) {
+	buf := make([]byte, 1<<16)
+	for {
+		c.SetReadDeadline(time.Now().Add(idle))
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// relayUDP copies datagrams both ways until neither direction carried one
+// for idle, either side fails, or ctx ends. Both conns are closed on return.
+func relayUDP(ctx context.Context, guest, up net.Conn, idle time.Duration) {
+	abort := func() { guest.Close(); up.Close() }
+	stop := context.AfterFunc(ctx, abort)
+	defer stop()
+	defer abort()
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	pipe := func(dst, src net.Conn) {
+		defer abort()
+		buf := make([]byte, 1<<16)
+		for {
+			src.SetReadDeadline(time.Now().Add(idle))
+			n, err := src.Read(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+					continue
+				}
+				return
+			}
+			last.Store(time.Now().UnixNano())
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pipe(up, guest)
+	}()
+	pipe(guest, up)
+	<-done
+}
+
+// serveDNSUDP answers queries to the resolver at gw until c is closed.
+func (s *session) serveDNSUDP(c *gonet.UDPConn, gw netip.AddrPort) {
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+	buf := make([]byte, mdns.MaxMsgSize)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		src := from.(*net.UDPAddr).AddrPort()
+		q, err := dns.ParseQuery(buf[:n])
+		if err != nil {
+			continue
+		}
+		s.goTracked(func() {
+			resp := s.resolve("udp", src, gw, q)
+			size := mdns.MinMsgSize
+			if opt := q.IsEdns0(); opt != nil {
+				size = max(size, int(opt.UDPSize()))
+			}
+			resp.Truncate(size)
+			if b, err := resp.Pack(); err == nil {
+				c.WriteTo(b, net.UDPAddrFromAddrPort(src))
+			}
+		})
+	}
+}
+
+// serveDNSTCP answers the queries of one guest DNS-over-TCP connection, in
+// order, until the guest closes it or it is idle.
+func (s *session) serveDNSTCP(guest *gonet.TCPConn, src, gw netip.AddrPort) {
+	defer guest.Close()
+	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
+	defer stop()
+	buf := make([]byte, mdns.MaxMsgSize)
+	for {
+		guest.SetReadDeadline(time.Now().Add(dnsTCPIdleTimeout))
+		var hdr [2]byte
+		if _, err := io.ReadFull(guest, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint16(hdr[:])
+		if _, err := io.ReadFull(guest, buf[:n]); err != nil {
+			return
+		}
+		q, err := dns.ParseQuery(buf[:n])
+		if err != nil {
+			return
+		}
+		b, err := s.resolve("tcp", src, gw, q).Pack()
+		if err != nil {
+			return
+		}
+		out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(b)), uint16(len(b)))
+		if _, err := guest.Write(append(out, b...)); err != nil {
+			return
+		}
+	}
+}
+
+// resolve decides one query and answers it: forwarded upstream over
+// network when granted (recording pins), REFUSED when denied, SERVFAIL
+// when no upstream answered.
+func (s *session) resolve(network string, src, gw netip.AddrPort, q *mdns.Msg) *mdns.Msg {
+	d := s.decide(Flow{Transport: network, Src: src, Dst: gw, DNS: true})
+	if d.Action != AcceptDNS {
+		return dns.Reply(q, mdns.RcodeRefused)
+	}
+	resolvers := d.Resolvers
+	if len(resolvers) == 0 {
+		resolvers = s.cfg.HostResolvers
+	}
+	if len(resolvers) == 0 {
+		var err error
+		if resolvers, err = dns.HostResolvers(s.cfg.ResolvConf); err != nil {
+			return dns.Reply(q, mdns.RcodeServerFailure)
+		}
+	}
+	resp, err := dns.Exchange(s.ctx, s.cfg.Dialer.DialContext, network, resolvers, q)
+	if err != nil {
+		return dns.Reply(q, mdns.RcodeServerFailure)
+	}
+	s.pins.Record(resp)
+	return resp
+}

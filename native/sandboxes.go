@@ -12,6 +12,7 @@ import (
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/engines"
 )
@@ -23,6 +24,9 @@ const defaultBootTimeout = 60 * time.Second
 type sandbox struct {
 	env  napi.EnvID
 	lane *lane.Lane
+	// events is the boot request's JS handler, kept while the guest may call
+	// into JavaScript (network policy); nil when it never does.
+	events *napi.Callback
 }
 
 var (
@@ -67,9 +71,6 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	if len(req.Mounts) > 0 {
 		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "filesystem mounts are not available in this build of the addon yet"}
 	}
-	if req.Network {
-		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "network policies are not available in this build of the addon yet"}
-	}
 	if !req.RootDisk.ReadOnly {
 		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "writable (copy-on-write) root disks are not available in this build of the addon yet"}
 	}
@@ -85,6 +86,12 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		}
 		timeout = time.Duration(ms) * time.Millisecond
 	}
+	var events *napi.Callback
+	var policy netpolicy.Policy
+	if req.Network {
+		events = r.KeepHandler()
+		policy = jsPolicy{events}
+	}
 	l, err := lane.Boot(ctx, lane.Config{
 		Engine:        engine,
 		Kernel:        req.Kernel,
@@ -94,14 +101,18 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		MemoryMiB:     req.MemoryMiB,
 		ConsoleOutput: req.ConsoleOutput,
 		BootTimeout:   timeout,
+		Network:       policy,
 	})
 	if err != nil {
+		if events != nil {
+			events.Release()
+		}
 		return bootResponse{}, err
 	}
 	sandboxesMu.Lock()
 	nextID++
 	id := nextID
-	sandboxes[id] = &sandbox{env: r.Env, lane: l}
+	sandboxes[id] = &sandbox{env: r.Env, lane: l, events: events}
 	sandboxesMu.Unlock()
 	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel}, nil
 }
@@ -191,6 +202,9 @@ func closeSandbox(ctx context.Context, _ *napi.Request, req closeRequest) (struc
 		return struct{}{}, nil // closing twice is fine
 	}
 	err := s.lane.Close(context.WithoutCancel(ctx))
+	if s.events != nil {
+		s.events.Release()
+	}
 	sandboxesMu.Lock()
 	delete(sandboxes, req.ID)
 	sandboxesMu.Unlock()
@@ -209,6 +223,7 @@ func killEnvSandboxes(env napi.EnvID) {
 		}
 	}
 	sandboxesMu.Unlock()
+	// The env's kept handlers die with it: nothing to release.
 	for _, l := range doomed {
 		go l.Kill() // must not block the JS thread; Kill waits for the VMM to exit
 	}

@@ -4,7 +4,9 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -14,6 +16,17 @@ type bootConfig struct {
 	rootFSType   string // sandbox.rootfstype
 	rootReadOnly bool   // sandbox.rootmode=ro|rw
 	hostname     string // sandbox.hostname
+	// net configures eth0; nil without sandbox.ip (the VM has no NIC).
+	net *netConfig
+}
+
+// netConfig is eth0's configuration: sandbox.ip, sandbox.gateway,
+// sandbox.ip6, sandbox.gateway6, sandbox.dns, sandbox.mtu.
+type netConfig struct {
+	ip4, ip6           netip.Prefix
+	gateway4, gateway6 netip.Addr
+	dns                []netip.Addr
+	mtu                int
 }
 
 func defaultBootConfig() bootConfig {
@@ -55,6 +68,13 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 			default:
 				return cfg, nil, fmt.Errorf("sandbox.rootmode=%q: want ro or rw", value)
 			}
+		case "sandbox.ip", "sandbox.ip6", "sandbox.gateway", "sandbox.gateway6", "sandbox.dns", "sandbox.mtu":
+			if cfg.net == nil {
+				cfg.net = &netConfig{}
+			}
+			if err := cfg.net.set(key, value); err != nil {
+				return cfg, nil, err
+			}
 		case "sandbox.hostname":
 			if !validHostname(value) {
 				return cfg, nil, fmt.Errorf("sandbox.hostname=%q: want 1-64 letters, digits, '-' and '.'", value)
@@ -64,7 +84,49 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 			warnings = append(warnings, fmt.Sprintf("unknown kernel parameter %s", key))
 		}
 	}
+	if n := cfg.net; n != nil && (!n.ip4.IsValid() || !n.gateway4.IsValid() || n.mtu == 0) {
+		return cfg, nil, fmt.Errorf("network parameters need at least sandbox.ip, sandbox.gateway and sandbox.mtu")
+	}
 	return cfg, warnings, nil
+}
+
+func (n *netConfig) set(key, value string) error {
+	var err error
+	switch key {
+	case "sandbox.ip":
+		n.ip4, err = netip.ParsePrefix(value)
+		if err == nil && !n.ip4.Addr().Is4() {
+			err = fmt.Errorf("not IPv4")
+		}
+	case "sandbox.ip6":
+		n.ip6, err = netip.ParsePrefix(value)
+		if err == nil && !n.ip6.Addr().Is6() {
+			err = fmt.Errorf("not IPv6")
+		}
+	case "sandbox.gateway":
+		n.gateway4, err = netip.ParseAddr(value)
+	case "sandbox.gateway6":
+		n.gateway6, err = netip.ParseAddr(value)
+	case "sandbox.dns":
+		n.dns = nil
+		for _, a := range strings.Split(value, ",") {
+			addr, perr := netip.ParseAddr(a)
+			if perr != nil {
+				err = perr
+				break
+			}
+			n.dns = append(n.dns, addr)
+		}
+	case "sandbox.mtu":
+		n.mtu, err = strconv.Atoi(value)
+		if err == nil && (n.mtu < 68 || n.mtu > 65535) {
+			err = fmt.Errorf("out of range 68..65535")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s=%q: %w", key, value, err)
+	}
+	return nil
 }
 
 // splitCmdline splits a command line into parameters as the kernel does:

@@ -64,3 +64,29 @@ func TestSplitCmdline(t *testing.T) {
 		t.Errorf("split = %q, want %q", got, want)
 	}
 }
+
+func TestParseCmdlineNetwork(t *testing.T) {
+	cfg, _, err := parseCmdline("quiet sandbox.ip=10.0.2.2/24 sandbox.gateway=10.0.2.1 sandbox.ip6=fd00::2/64 sandbox.gateway6=fd00::1 sandbox.dns=10.0.2.1,fd00::1 sandbox.mtu=65520")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.net
+	if n == nil || n.ip4.String() != "10.0.2.2/24" || n.gateway4.String() != "10.0.2.1" || n.ip6.String() != "fd00::2/64" ||
+		n.gateway6.String() != "fd00::1" || len(n.dns) != 2 || n.mtu != 65520 {
+		t.Errorf("parsed %+v", n)
+	}
+	if cfg, _, _ := parseCmdline("sandbox.root=/dev/vda"); cfg.net != nil {
+		t.Error("no network parameters, yet a network config")
+	}
+	for _, bad := range []string{
+		"sandbox.ip=10.0.2.2 sandbox.gateway=10.0.2.1 sandbox.mtu=1500",     // no prefix length
+		"sandbox.ip=fd00::2/64 sandbox.gateway=10.0.2.1 sandbox.mtu=1500",   // not IPv4
+		"sandbox.ip=10.0.2.2/24 sandbox.gateway=10.0.2.1 sandbox.mtu=70000", // MTU range
+		"sandbox.ip=10.0.2.2/24 sandbox.mtu=1500",                           // no gateway
+		"sandbox.ip=10.0.2.2/24 sandbox.gateway=10.0.2.1 sandbox.dns=x sandbox.mtu=1500",
+	} {
+		if _, _, err := parseCmdline(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

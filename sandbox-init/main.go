@@ -123,6 +123,12 @@ func (p *initProcess) run() error {
 	if err := loopbackUp(); err != nil {
 		return err
 	}
+	if cfg.net != nil {
+		if err := configureNetwork(cfg.net); err != nil {
+			return err
+		}
+		p.log.logf("network %s up (%s, %s)", ethernet, cfg.net.ip4, cfg.net.ip6)
+	}
 
 	// The reaper must run before the first process starts.
 	r := reaper.New(reaper.Wait4)

@@ -4,7 +4,10 @@
 # public API. Builds what is missing first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/lib-cache.sh
 bash scripts/build.sh
+# Test-only tools: namespaces, and a real DNS server as an origin.
+need_pkgs iproute2 util-linux dnsmasq-base
 
 echo "==> go vet"
 go vet ./...
@@ -25,3 +28,6 @@ node --test build/tests/unit/
 echo "==> end-to-end tests (real VMs)"
 # One file at a time: each boots VMs, and the machines have two cores.
 node --test --test-concurrency=1 tests/e2e/
+
+echo "==> network end-to-end tests (real VMs, in a network namespace of their own)"
+bash tests/e2e-net/run.sh

@@ -1,13 +1,15 @@
 // Boots one sandbox: resolves the rootfs image in the installed artifacts,
 // sends the native `boot` request and wraps the answer in an instance.
-// Features whose native side is not built yet (mounts, network, COW roots)
+// Features whose native side is not built yet (COW roots)
 // are still sent as asked: the addon answers ERR_SANDBOX_UNSUPPORTED for
 // them, so nothing silently runs without what the caller asked for.
 
 import { builtInImage, readInstalledArtifacts } from "./artifacts.js";
 import type { CheckedBootOptions } from "./boot-options.js";
 import { NativeSandboxInstance, type SandboxInstance } from "./instance.js";
-import { callNative, protocolViolation, type NativeRuntime } from "./native.js";
+import { mountAccess, mountEventHandler, type MountAccess } from "./mount-events.js";
+import { callNative, protocolViolation, type NativeEventHandler, type NativeRuntime } from "./native.js";
+import { PolicyEvaluator, type PolicyEvent } from "./policy-evaluation.js";
 import type { NetworkPolicy } from "./network-types.js";
 import type { Rootfs } from "./rootfs.js";
 
@@ -31,12 +33,32 @@ export interface BootRequest {
   readonly rootDisk: { readonly path: string; readonly format: "qcow2"; readonly readOnly: boolean; readonly base: string };
   readonly cpus: number;
   readonly memoryMiB: number;
-  readonly mounts: readonly { readonly path: string }[];
+  /** In this order they are numbered in "fs" events (mount-events.ts). */
+  readonly mounts: readonly { readonly path: string; readonly access: MountAccess }[];
   /** A NIC behind the policy engine; false means no NIC at all (nothing can leave). */
   readonly network: boolean;
   /** Where the guest console goes ($SANDBOX_CONSOLE_OUTPUT), for debugging. */
   readonly consoleOutput?: string;
 }
+
+/**
+ * What the guest calls into JavaScript for, from boot to close: the mounts'
+ * filesystem operations ("fs", "fs-abort") and the network policy's
+ * decisions ("policy"). Undefined when it never does.
+ */
+function guestEventHandler(network: NetworkPolicy | undefined, options: CheckedBootOptions): NativeEventHandler | undefined {
+  const mounts = options.mounts.length > 0 ? mountEventHandler(options.mounts) : undefined;
+  const policy = network === undefined ? undefined : new PolicyEvaluator(network);
+  if (mounts === undefined && policy === undefined) return undefined;
+  return async (event, payload) => {
+    if (event === "policy" && policy !== undefined) {
+      return JSON.stringify(await policy.evaluate(JSON.parse(decoder.decode(payload)) as PolicyEvent));
+    }
+    return mounts?.(event, payload);
+  };
+}
+
+const decoder = new TextDecoder();
 
 export async function bootSandbox(
   runtime: NativeRuntime,
@@ -53,11 +75,11 @@ export async function bootSandbox(
     rootDisk: { path: image.path, format: "qcow2", readOnly: !isCow, base: image.base },
     cpus: plan.cpus,
     memoryMiB: plan.memoryMiB,
-    mounts: options.mounts.map((mount) => ({ path: mount.path })),
+    mounts: options.mounts.map((mount) => ({ path: mount.path, access: mountAccess(mount.fileSystem) })),
     network: plan.network !== undefined,
     ...(consoleOutput === undefined ? {} : { consoleOutput }),
   };
-  const response = await callNative(runtime.addon, "boot", request);
+  const response = await callNative(runtime.addon, "boot", request, guestEventHandler(plan.network, options));
   const id = (response as { id?: unknown } | null)?.id;
   if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) throw protocolViolation("boot", response, "{ id }");
   return new NativeSandboxInstance(runtime.addon, id, options.cwd ?? "/");

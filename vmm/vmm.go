@@ -26,6 +26,15 @@ type Spec struct {
 	// copy. The caller keeps the other end of the socket pair.
 	Channels []Channel
 
+	// NIC, when set, is the VMM's end of a stream socket pair carrying the
+	// guest's Ethernet frames, each preceded by its length as a 4-byte
+	// big-endian integer (QEMU's -netdev stream and libkrun's unixstream
+	// speak exactly this). The engine takes ownership, as for Channels.
+	// Without a NIC the guest has no network at all.
+	NIC *os.File
+	// NICMTU is the MTU the engine advertises to the guest's NIC.
+	NICMTU int
+
 	// Console receives everything the guest writes to its console. It is
 	// written from one goroutine; it must not block for long.
 	Console io.Writer

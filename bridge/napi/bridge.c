@@ -219,13 +219,14 @@ struct bridge_env {
   int64_t pending;  // requests not yet settled; JS thread only
 };
 
-enum { MSG_EVENT = 1, MSG_DONE = 2 };
+enum { MSG_EVENT = 1, MSG_DONE = 2, MSG_RELEASE = 3 };
 
 typedef struct {
   int kind;
   bridge_op* op;
   uint64_t call_id;  // MSG_EVENT
   int ok;            // MSG_DONE
+  int keep_handler;  // MSG_DONE: Go still calls the handler; a MSG_RELEASE follows
   char* name;        // MSG_EVENT: event name; MSG_DONE: error code or NULL
   char* payload;
   size_t len;
@@ -273,6 +274,11 @@ static void run_event(napi_env env, message* m) {
   }
 }
 
+static void release_op(napi_env env, bridge_op* op) {
+  if (op->handler) napi_delete_reference(env, op->handler);
+  free(op);
+}
+
 static void run_done(napi_env env, bridge_env* st, message* m) {
   napi_value value;
   if (m->ok) {
@@ -286,9 +292,8 @@ static void run_done(napi_env env, bridge_env* st, message* m) {
     napi_create_error(env, code, msg, &value);
     napi_reject_deferred(env, m->op->deferred, value);
   }
-  if (m->op->handler) napi_delete_reference(env, m->op->handler);
-  free(m->op);
   if (--st->pending == 0) napi_unref_threadsafe_function(env, st->tsfn);
+  if (!m->keep_handler) release_op(env, m->op);
 }
 
 // Runs on the JS thread for every posted message, and with env == NULL for
@@ -302,8 +307,11 @@ static void call_js(napi_env env, napi_value js_cb, void* context, void* data) {
     free_message(m);
     return;
   }
-  if (m->kind == MSG_EVENT) run_event(env, m);
-  else run_done(env, st, m);
+  switch (m->kind) {
+    case MSG_EVENT: run_event(env, m); break;
+    case MSG_DONE: run_done(env, st, m); break;
+    case MSG_RELEASE: release_op(env, m->op); break;
+  }
   free_message(m);
 }
 
@@ -321,18 +329,27 @@ napi_status bridge_post_event(bridge_env* st, bridge_op* op, uint64_t call_id, c
     free(payload);
     return napi_generic_failure;
   }
-  *m = (message){MSG_EVENT, op, call_id, 0, event, payload, len};
+  *m = (message){MSG_EVENT, op, call_id, 0, 0, event, payload, len};
   return post(st, m);
 }
 
-napi_status bridge_post_done(bridge_env* st, bridge_op* op, int ok, char* code, char* payload, size_t len) {
+napi_status bridge_post_done(bridge_env* st, bridge_op* op, int ok, int keep_handler, char* code, char* payload,
+                             size_t len) {
   message* m = malloc(sizeof *m);
   if (m == NULL) {
     free(code);
     free(payload);
     return napi_generic_failure;
   }
-  *m = (message){MSG_DONE, op, 0, ok, code, payload, len};
+  *m = (message){MSG_DONE, op, 0, ok, keep_handler, code, payload, len};
+  return post(st, m);
+}
+
+napi_status bridge_post_release(bridge_env* st, bridge_op* op) {
+  message* m = calloc(1, sizeof *m);
+  if (m == NULL) return napi_generic_failure;
+  m->kind = MSG_RELEASE;
+  m->op = op;
   return post(st, m);
 }
 

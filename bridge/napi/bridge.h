@@ -19,8 +19,11 @@ typedef struct bridge_env bridge_env;
 // A status other than napi_ok means the env is closing and the message was dropped.
 napi_status bridge_post_event(bridge_env* env, bridge_op* op, uint64_t call_id,
                               char* event, char* payload, size_t len);
-napi_status bridge_post_done(bridge_env* env, bridge_op* op, int ok, char* code,
-                             char* payload, size_t len);
+// keep_handler: the request's handler stays callable after the promise
+// settles, until bridge_post_release.
+napi_status bridge_post_done(bridge_env* env, bridge_op* op, int ok, int keep_handler,
+                             char* code, char* payload, size_t len);
+napi_status bridge_post_release(bridge_env* env, bridge_op* op);
 
 // JS thread → Go: settled handler results wait in a C queue and one Go goroutine
 // is woken through an eventfd, so no Go code runs on the JS thread for them.

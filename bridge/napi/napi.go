@@ -66,6 +66,17 @@ type Request struct {
 
 	env *env
 	op  *C.bridge_op
+
+	mu       sync.Mutex
+	finished bool // the promise is settled (or being settled)
+	kept     bool // the handler outlives the promise: see KeepHandler
+}
+
+// Callback is a request's JS handler kept callable after the request
+// settled (Request.KeepHandler). Whoever keeps it must Release it.
+type Callback struct {
+	req      *Request
+	released atomic.Bool
 }
 
 type env struct {
@@ -239,7 +250,49 @@ func goRequest(envID C.uint64_t, op *C.bridge_op, method *C.char, methodLen C.in
 	}()
 }
 
-// finish settles the request's promise. After it, the request is gone.
+// KeepHandler keeps the request's JS handler callable after the Handler
+// returns and the promise settles: for a sandbox whose guest calls into JS
+// for its whole life, not just while boot is pending. A kept handler does
+// not keep Node's event loop alive.
+func (r *Request) KeepHandler() *Callback {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kept = true
+	return &Callback{req: r}
+}
+
+// Call calls the kept handler; see Request.Call.
+func (c *Callback) Call(ctx context.Context, event string, payload []byte) ([]byte, error) {
+	if c.released.Load() {
+		return nil, ErrEnvClosed
+	}
+	return c.req.Call(ctx, event, payload)
+}
+
+// Release lets the JS handler go. Calls after it fail. Idempotent.
+func (c *Callback) Release() {
+	if c.released.Swap(true) {
+		return
+	}
+	r := c.req
+	// Held while posting, so that the release cannot overtake the promise's
+	// settlement in the queue: the settlement would then use a freed op.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.finished {
+		// Not settled yet: finish releases the handler with the promise.
+		r.kept = false
+		return
+	}
+	r.env.mu.RLock()
+	defer r.env.mu.RUnlock()
+	if !r.env.dead {
+		C.bridge_post_release(r.env.c, r.op)
+	}
+}
+
+// finish settles the request's promise, and lets its handler go unless it
+// is kept.
 func (r *Request) finish(val []byte, err error) {
 	ok, code, body := C.int(1), (*C.char)(nil), val
 	if err != nil {
@@ -251,13 +304,20 @@ func (r *Request) finish(val []byte, err error) {
 			code = C.CString("ERR_SANDBOX")
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock() // see Callback.Release
+	r.finished = true
+	keep := C.int(0)
+	if r.kept {
+		keep = 1
+	}
 	r.env.mu.RLock()
 	defer r.env.mu.RUnlock()
 	if r.env.dead {
 		C.free(unsafe.Pointer(code))
 		return
 	}
-	C.bridge_post_done(r.env.c, r.op, ok, code, (*C.char)(C.CBytes(body)), C.size_t(len(body)))
+	C.bridge_post_done(r.env.c, r.op, ok, keep, code, (*C.char)(C.CBytes(body)), C.size_t(len(body)))
 }
 
 // Call invokes the JS handler passed with the request as handler(event,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/vmm"
 )
 
@@ -99,6 +100,20 @@ type Config struct {
 	ConsoleOutput string
 	// BootTimeout bounds boot from VMM start to the guest's handshake.
 	BootTimeout time.Duration
+	// Network, when set, gives the guest a NIC whose every flow the policy
+	// decides. Without it the guest has no NIC at all.
+	Network netpolicy.Policy
+}
+
+// nicMTU is the guest NIC's MTU: virtio-net takes large frames, and fewer,
+// larger frames cost less per byte through the netstack.
+const nicMTU = 65520
+
+// netCmdline tells sandbox-init how to configure eth0 (sandbox-init/README.md).
+func netCmdline() string {
+	return fmt.Sprintf("sandbox.ip=%s/24 sandbox.gateway=%s sandbox.ip6=%s/64 sandbox.gateway6=%s sandbox.dns=%s,%s sandbox.mtu=%d",
+		netpolicy.GuestIPv4, netpolicy.GatewayIPv4, netpolicy.GuestIPv6, netpolicy.GatewayIPv6,
+		netpolicy.GatewayIPv4, netpolicy.GatewayIPv6, nicMTU)
 }
 
 // consoleTailBytes is how much guest console an error shows.
@@ -116,6 +131,12 @@ type Lane struct {
 	console *vmm.ConsoleTail
 	conFile *os.File
 	Guest   control.GuestInfo
+
+	// services are the host-side servers of the guest's devices (the
+	// netstack); stopServices ends them, and release waits for them.
+	services     sync.WaitGroup
+	stopServices context.CancelFunc
+	stack        *netpolicy.Stack
 
 	mu       sync.Mutex
 	closing  bool
@@ -144,37 +165,64 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		return nil, err
 	}
 
-	host, guest, err := socketPair()
-	if err != nil {
-		return fail(fmt.Errorf("create control channel: %w", err))
-	}
-	machine, err := cfg.Engine.Start(ctx, vmm.Spec{
+	spec := vmm.Spec{
 		Kernel:    cfg.Kernel,
 		Initrd:    cfg.Initrd,
 		CPUs:      cfg.CPUs,
 		MemoryMiB: cfg.MemoryMiB,
 		RootDisk:  cfg.RootDisk,
-		Channels:  []vmm.Channel{{Name: "control", Conn: guest}},
 		Console:   console,
-	})
+	}
+	var (
+		stack   *netpolicy.Stack
+		nicHost *os.File
+		err     error
+	)
+	if cfg.Network != nil {
+		if stack, err = netpolicy.New(netpolicy.Config{Policy: cfg.Network, MTU: nicMTU}); err != nil {
+			return fail(fmt.Errorf("set up the network: %w", err))
+		}
+		if nicHost, spec.NIC, err = socketPair(); err != nil {
+			return fail(fmt.Errorf("create NIC: %w", err))
+		}
+		spec.NICMTU = nicMTU
+		spec.Cmdline = netCmdline()
+	}
+	host, guest, err := socketPair()
 	if err != nil {
-		host.Close()
+		closeAll(nicHost, spec.NIC)
+		return fail(fmt.Errorf("create control channel: %w", err))
+	}
+	spec.Channels = []vmm.Channel{{Name: "control", Conn: guest}}
+	machine, err := cfg.Engine.Start(ctx, spec)
+	if err != nil {
+		closeAll(host, nicHost)
 		return fail(err)
 	}
 	client, err := control.NewClient(host)
 	if err != nil {
 		machine.Kill()
 		<-machine.Done()
-		host.Close()
+		closeAll(host, nicHost)
 		return fail(err)
 	}
+	servicesCtx, stopServices := context.WithCancel(context.Background())
 	l := &Lane{
-		engine:  cfg.Engine.Name(),
-		machine: machine,
-		client:  client,
-		console: tail,
-		conFile: conFile,
-		closed:  make(chan struct{}),
+		engine:       cfg.Engine.Name(),
+		machine:      machine,
+		client:       client,
+		console:      tail,
+		conFile:      conFile,
+		closed:       make(chan struct{}),
+		stopServices: stopServices,
+		stack:        stack,
+	}
+	if stack != nil {
+		l.services.Go(func() {
+			// Ends when the VMM exits (its end of the NIC closes) or at release.
+			defer nicHost.Close()
+			stack.Serve(servicesCtx, nicHost)
+		})
 	}
 
 	bootCtx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
@@ -322,10 +370,23 @@ func (l *Lane) kill() {
 }
 
 func (l *Lane) release() {
+	l.stopServices()
+	if l.stack != nil {
+		l.stack.Close()
+	}
 	l.client.Close()
 	<-l.machine.Done()
+	l.services.Wait()
 	if l.conFile != nil {
 		l.conFile.Close()
+	}
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
 	}
 }
 

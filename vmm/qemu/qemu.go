@@ -141,18 +141,28 @@ func (e *Engine) args(spec vmm.Spec) []string {
 		"-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=root,readonly=%s", escapeOpt(spec.RootDisk.Path), spec.RootDisk.Format, readOnly),
 		"-device", "virtio-blk-device,drive=root",
 	)
+	// extraFiles lists the VMM's inherited fds in the order Start passes
+	// them: ExtraFiles[i] becomes fd 3+i in the child.
 	if len(spec.Channels) > 0 {
 		args = append(args, "-device", "virtio-serial-device")
 		for i, ch := range spec.Channels {
-			// ExtraFiles[i] becomes fd 3+i in the child.
 			args = append(args,
 				"-chardev", fmt.Sprintf("socket,id=ch%d,fd=%d", i, 3+i),
 				"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, ch.Name),
 			)
 		}
 	}
+	if spec.NIC != nil {
+		args = append(args,
+			"-netdev", fmt.Sprintf("stream,id=net0,server=off,addr.type=fd,addr.str=%d", 3+len(spec.Channels)),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=net0,mac=%s,host_mtu=%d", guestMAC, spec.NICMTU),
+		)
+	}
 	return args
 }
+
+// guestMAC is the guest NIC's address: locally administered, QEMU's prefix.
+const guestMAC = "52:54:00:12:34:56"
 
 // escapeOpt escapes a value for QEMU's comma-separated option syntax.
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
@@ -176,14 +186,17 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	for _, ch := range spec.Channels {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, ch.Conn)
 	}
+	if spec.NIC != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.NIC)
+	}
 	startErr := ctx.Err()
 	if startErr == nil {
 		startErr = vmm.StartChild(cmd)
 	}
 	// The child has its own copies now (or never will): ours must go, so the
 	// host end of each channel sees EOF when QEMU exits.
-	for _, ch := range spec.Channels {
-		ch.Conn.Close()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
 	}
 	if startErr != nil {
 		stdout.Close()
@@ -207,6 +220,8 @@ func validate(spec vmm.Spec) error {
 		return fmt.Errorf("qemu: %d MiB of memory is too little to boot (at least 64)", spec.MemoryMiB)
 	case spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
 		return fmt.Errorf("qemu: unsupported disk format %q", spec.RootDisk.Format)
+	case spec.NIC != nil && (spec.NICMTU < 68 || spec.NICMTU > 65535):
+		return fmt.Errorf("qemu: NIC MTU %d is out of range 68..65535", spec.NICMTU)
 	}
 	for _, ch := range spec.Channels {
 		if ch.Name == "" || strings.ContainsAny(ch.Name, ",= \t\n") {

@@ -43,6 +43,17 @@ func TestArgs(t *testing.T) {
 		t.Errorf("TCG args ask for a CPU model: %s", joined)
 	}
 
+	nic := (&Engine{accel: AccelTCG}).args(vmm.Spec{
+		CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"},
+		Channels: []vmm.Channel{{Name: "control"}},
+		NIC:      os.Stdin, NICMTU: 65520,
+	})
+	// The NIC's fd follows the channels' in ExtraFiles.
+	if j := strings.Join(nic, " "); !strings.Contains(j, "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=4") ||
+		!strings.Contains(j, "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520") {
+		t.Errorf("NIC args: %s", j)
+	}
+
 	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}})
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm") || !slices.Contains(kvm, "host") {
 		t.Errorf("KVM args: %v", kvm)

@@ -1,0 +1,121 @@
+// Network policy through the public API, in real VMs: DNS through the
+// sandbox resolver with hostname pins, granted and denied TCP, UDP, a
+// throwing policy, and no NIC without a policy. Runs only inside the network
+// namespace tests/e2e-net/run.sh makes; every origin lives on its loopback.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { after, before, describe, it } from "node:test";
+import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
+
+const ORIGIN = "198.51.100.10";
+const OTHER = "203.0.113.10";
+const RESOLVER = "192.0.2.53";
+
+/** Refuses to run anywhere a default route could carry traffic off the machine. */
+function assertIsolated() {
+  const v4 = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
+  const v6 = readFileSync("/proc/net/ipv6_route", "utf8").split("\n");
+  const defaultV4 = v4.some((line) => line.split(/\s+/)[1] === "00000000");
+  // ::/0 entries flagged RTF_REJECT (0x200) are the kernel's "unreachable" routes, not a way out.
+  const defaultV6 = v6.some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[0] === "0".repeat(32) && f[1] === "00" && (parseInt(f[8], 16) & 0x200) === 0;
+  });
+  if (process.env.SANDBOX_NETNS_INSIDE !== "1" || defaultV4 || defaultV6) {
+    throw new Error("network tests run only inside the namespace of tests/e2e-net/run.sh (no default route)");
+  }
+}
+
+/** An HTTP origin that counts the connections it accepts. */
+async function origin(host, port, body) {
+  const server = createServer((_, res) => res.end(body));
+  let connections = 0;
+  server.on("connection", () => connections++);
+  await new Promise((resolve, reject) => server.listen(port, host, resolve).once("error", reject));
+  return { server, connections: () => connections };
+}
+
+describe("network policy in a VM", () => {
+  const events = [];
+  let lane;
+  let web;
+  let other;
+  let thrower;
+  let udp;
+  let dnsmasq;
+
+  before(async () => {
+    assertIsolated();
+    web = await origin(ORIGIN, 8080, "hello from origin\n");
+    other = await origin(OTHER, 8080, "must not be reached\n");
+    thrower = await origin(ORIGIN, 6666, "must not be reached\n");
+    udp = createSocket("udp4");
+    udp.on("message", (msg, from) => udp.send(msg, from.port, from.address));
+    await new Promise((resolve) => udp.bind(7007, ORIGIN, resolve));
+    dnsmasq = spawn("dnsmasq", [
+      "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", `--listen-address=${RESOLVER}`,
+      "--port=53", `--address=/origin.test/${ORIGIN}`, `--address=/other.test/${OTHER}`, "--log-facility=-",
+    ], { stdio: "ignore" });
+
+    const sandbox = defineSandbox({
+      rootfs: rootfs.builtIn("debian:13-slim"),
+      network: network.policy((conn) => {
+        events.push({ transport: conn.transport, dst: `${conn.dst.ip}:${conn.dst.port}` });
+        if (conn.matchDns({ ip: RESOLVER })?.accept()) return;
+        if (conn.dst.port === 6666) throw new Error("policy bug");
+        if (conn.matchHttp("origin.test")?.accept()) return;
+        conn.matchUdp(`${ORIGIN}:7007`)?.accept();
+      }),
+    });
+    lane = await sandbox.boot();
+  });
+
+  after(async () => {
+    await lane?.close();
+    for (const s of [web, other, thrower]) s?.server.close();
+    udp?.close();
+    dnsmasq?.kill();
+  });
+
+  it("resolves names through the sandbox resolver and the policy's upstream", async () => {
+    const r = await lane.exec("getent", ["hosts", "origin.test"]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${ORIGIN.replaceAll(".", "\\.")}\\s+origin\\.test`));
+    assert.ok(events.some((e) => e.transport === "udp" && e.dst === "10.0.2.1:53"), JSON.stringify(events));
+  });
+
+  it("grants HTTP to a hostname the sandbox's DNS pinned", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "10", "http://origin.test:8080/"]);
+    assert.deepEqual([r.exitCode, r.stdout], [0, "hello from origin\n"], r.stderr);
+  });
+
+  it("denies what the policy does not grant, before anything reaches the origin", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "10", "http://other.test:8080/"]);
+    assert.notEqual(r.exitCode, 0);
+    assert.equal(other.connections(), 0);
+  });
+
+  it("denies when the policy throws", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "10", `http://${ORIGIN}:6666/`]);
+    assert.notEqual(r.exitCode, 0);
+    assert.equal(thrower.connections(), 0);
+  });
+
+  it("relays a granted UDP flow", async () => {
+    // head reads the datagram whole (bash's read would take one byte of it).
+    const r = await lane.exec("bash", ["-c", `exec 3<>/dev/udp/${ORIGIN}/7007; printf ping-udp >&3; timeout 5 head -c 8 <&3`]);
+    assert.deepEqual([r.exitCode, r.stdout], [0, "ping-udp"], r.stderr);
+  });
+
+  it("gives a sandbox without a policy no NIC at all", async () => {
+    const plain = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot();
+    try {
+      assert.equal((await plain.exec("ls", ["/sys/class/net"])).stdout, "lo\n");
+    } finally {
+      await plain.close();
+    }
+  });
+});

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the network e2e suite inside a fresh network namespace of its own
+# (TESTING.md): only loopback exists, holding the origins' addresses, and
+# there is no route off this machine, so no test can send traffic anywhere
+# else even if it is wrong.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+if [[ ${SANDBOX_NETNS_INSIDE:-} != 1 ]]; then
+  exec env SANDBOX_NETNS_INSIDE=1 unshare --net -- "$0" "$@"
+fi
+ip link set lo up
+for addr in 198.51.100.10/32 203.0.113.10/32 192.0.2.53/32; do ip addr add "$addr" dev lo; done
+ip -6 addr add 2001:db8::10/128 dev lo nodad
+exec node --test --test-concurrency=1 tests/e2e-net/

@@ -274,7 +274,7 @@ describe("boot request", () => {
       },
       cpus: 2,
       memoryMiB: 1024,
-      mounts: [{ path: "/mnt" }, { path: "/workspace" }],
+      mounts: [{ path: "/mnt", access: "posix" }, { path: "/workspace", access: "posix" }],
       network: true,
       consoleOutput: "/tmp/console.log",
     });

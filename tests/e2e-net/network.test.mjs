@@ -13,6 +13,7 @@ import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
 const ORIGIN = "198.51.100.10";
 const OTHER = "203.0.113.10";
 const RESOLVER = "192.0.2.53";
+const ORIGIN6 = "2001:db8::10";
 
 /** Refuses to run anywhere a default route could carry traffic off the machine. */
 function assertIsolated() {
@@ -44,6 +45,7 @@ describe("network policy in a VM", () => {
   let web;
   let other;
   let thrower;
+  let web6;
   let udp;
   let dnsmasq;
 
@@ -52,6 +54,7 @@ describe("network policy in a VM", () => {
     web = await origin(ORIGIN, 8080, "hello from origin\n");
     other = await origin(OTHER, 8080, "must not be reached\n");
     thrower = await origin(ORIGIN, 6666, "must not be reached\n");
+    web6 = await origin(ORIGIN6, 8080, "hello over IPv6\n");
     udp = createSocket("udp4");
     udp.on("message", (msg, from) => udp.send(msg, from.port, from.address));
     await new Promise((resolve) => udp.bind(7007, ORIGIN, resolve));
@@ -67,6 +70,7 @@ describe("network policy in a VM", () => {
         if (conn.matchDns({ ip: RESOLVER })?.accept()) return;
         if (conn.dst.port === 6666) throw new Error("policy bug");
         if (conn.matchHttp("origin.test")?.accept()) return;
+        if (conn.matchTcp(`[${ORIGIN6}]:8080`)?.accept()) return;
         conn.matchUdp(`${ORIGIN}:7007`)?.accept();
       }),
     });
@@ -75,7 +79,7 @@ describe("network policy in a VM", () => {
 
   after(async () => {
     await lane?.close();
-    for (const s of [web, other, thrower]) s?.server.close();
+    for (const s of [web, other, thrower, web6]) s?.server.close();
     udp?.close();
     dnsmasq?.kill();
   });
@@ -108,6 +112,12 @@ describe("network policy in a VM", () => {
     // head reads the datagram whole (bash's read would take one byte of it).
     const r = await lane.exec("bash", ["-c", `exec 3<>/dev/udp/${ORIGIN}/7007; printf ping-udp >&3; timeout 5 head -c 8 <&3`]);
     assert.deepEqual([r.exitCode, r.stdout], [0, "ping-udp"], r.stderr);
+  });
+
+  it("carries IPv6", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "10", `http://[${ORIGIN6}]:8080/`]);
+    assert.deepEqual([r.exitCode, r.stdout], [0, "hello over IPv6\n"], r.stderr);
+    assert.ok(events.some((e) => e.dst === `${ORIGIN6}:8080`), JSON.stringify(events));
   });
 
   it("gives a sandbox without a policy no NIC at all", async () => {

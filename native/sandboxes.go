@@ -54,11 +54,14 @@ type bootRequest struct {
 		ReadOnly bool   `json:"readOnly"`
 		Base     string `json:"base"`
 	} `json:"rootDisk"`
-	CPUs          int                     `json:"cpus"`
-	MemoryMiB     int                     `json:"memoryMiB"`
-	Mounts        []struct{ Path string } `json:"mounts"`
-	Network       bool                    `json:"network"`
-	ConsoleOutput string                  `json:"consoleOutput"`
+	CPUs      int `json:"cpus"`
+	MemoryMiB int `json:"memoryMiB"`
+	Mounts    []struct {
+		Path   string `json:"path"`
+		Access string `json:"access"` // "read-only" or "posix"
+	} `json:"mounts"`
+	Network       bool   `json:"network"`
+	ConsoleOutput string `json:"consoleOutput"`
 }
 
 type bootResponse struct {
@@ -68,9 +71,6 @@ type bootResponse struct {
 }
 
 func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, error) {
-	if len(req.Mounts) > 0 {
-		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "filesystem mounts are not available in this build of the addon yet"}
-	}
 	if !req.RootDisk.ReadOnly {
 		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "writable (copy-on-write) root disks are not available in this build of the addon yet"}
 	}
@@ -87,10 +87,25 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		timeout = time.Duration(ms) * time.Millisecond
 	}
 	var events *napi.Callback
+	if req.Network || len(req.Mounts) > 0 {
+		events = r.KeepHandler()
+	}
 	var policy netpolicy.Policy
 	if req.Network {
-		events = r.KeepHandler()
 		policy = jsPolicy{events}
+	}
+	mounts := make([]lane.Mount, len(req.Mounts))
+	for i, m := range req.Mounts {
+		fs := jsFileSystem{cb: events, mount: i}
+		mounts[i] = lane.Mount{Target: m.Path, FS: &fs}
+		switch m.Access {
+		case "posix":
+			mounts[i].FS = &jsPosixFileSystem{fs}
+		case "read-only":
+		default:
+			events.Release()
+			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("mount %s: unknown access %q", m.Path, m.Access)}
+		}
 	}
 	l, err := lane.Boot(ctx, lane.Config{
 		Engine:        engine,
@@ -102,6 +117,8 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		ConsoleOutput: req.ConsoleOutput,
 		BootTimeout:   timeout,
 		Network:       policy,
+		Mounts:        mounts,
+		Log:           os.Stderr,
 	})
 	if err != nil {
 		if events != nil {

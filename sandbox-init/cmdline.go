@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,16 @@ type bootConfig struct {
 	hostname     string // sandbox.hostname
 	// net configures eth0; nil without sandbox.ip (the VM has no NIC).
 	net *netConfig
+	// mounts is the validated sandbox.mounts value (a string keeps
+	// bootConfig comparable); hostMounts parses it.
+	mounts string
+}
+
+// hostMount is a filesystem the host serves over FUSE on a channel.
+type hostMount struct {
+	channel  string
+	readOnly bool
+	target   string
 }
 
 // netConfig is eth0's configuration: sandbox.ip, sandbox.gateway,
@@ -80,6 +91,11 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 				return cfg, nil, fmt.Errorf("sandbox.hostname=%q: want 1-64 letters, digits, '-' and '.'", value)
 			}
 			cfg.hostname = value
+		case "sandbox.mounts":
+			if _, err := parseMounts(value); err != nil {
+				return cfg, nil, fmt.Errorf("sandbox.mounts=%q: %w", value, err)
+			}
+			cfg.mounts = value
 		default:
 			warnings = append(warnings, fmt.Sprintf("unknown kernel parameter %s", key))
 		}
@@ -172,4 +188,46 @@ func validHostname(name string) bool {
 		return false
 	}
 	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == ""
+}
+
+// hostMounts returns the host filesystems to mount.
+func (c bootConfig) hostMounts() []hostMount {
+	mounts, _ := parseMounts(c.mounts) // validated by parseCmdline
+	return mounts
+}
+
+// parseMounts reads "<channel>:<ro|rw>:<target>,..." with the target
+// percent-encoded (",", " " and "%" must be).
+func parseMounts(value string) ([]hostMount, error) {
+	if value == "" {
+		return nil, nil
+	}
+	var mounts []hostMount
+	channels, targets := map[string]bool{}, map[string]bool{}
+	for _, entry := range strings.Split(value, ",") {
+		name, rest, ok1 := strings.Cut(entry, ":")
+		mode, encoded, ok2 := strings.Cut(rest, ":")
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("%q: want <channel>:<ro|rw>:<target>", entry)
+		}
+		if name == "" || len(name) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			return nil, fmt.Errorf("%q: channel name must be 1-64 of A-Za-z0-9._-", entry)
+		}
+		if mode != "ro" && mode != "rw" {
+			return nil, fmt.Errorf("%q: mode must be ro or rw", entry)
+		}
+		target, err := url.PathUnescape(encoded)
+		if err != nil {
+			return nil, fmt.Errorf("%q: target: %w", entry, err)
+		}
+		if !filepath.IsAbs(target) || filepath.Clean(target) != target || target == "/" || strings.ContainsRune(target, 0) {
+			return nil, fmt.Errorf("%q: target must be a clean absolute path other than /", entry)
+		}
+		if channels[name] || targets[target] {
+			return nil, fmt.Errorf("%q: channel or target used twice", entry)
+		}
+		channels[name], targets[target] = true, true
+		mounts = append(mounts, hostMount{channel: name, readOnly: mode == "ro", target: target})
+	}
+	return mounts, nil
 }

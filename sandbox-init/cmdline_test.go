@@ -90,3 +90,34 @@ func TestParseCmdlineNetwork(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMounts(t *testing.T) {
+	for _, tc := range []struct {
+		value   string
+		want    []hostMount
+		wantErr bool
+	}{
+		{value: "", want: nil},
+		{value: "fs.0:rw:/mnt/data", want: []hostMount{{"fs.0", false, "/mnt/data"}}},
+		{value: "fs.0:ro:/srv/my%20files,fs.1:rw:/a%2Cb:c", want: []hostMount{{"fs.0", true, "/srv/my files"}, {"fs.1", false, "/a,b:c"}}},
+		{value: "fs.0:rx:/mnt", wantErr: true},
+		{value: "fs.0:rw:relative", wantErr: true},
+		{value: "fs.0:rw:/", wantErr: true},
+		{value: "fs.0:rw:/a/../b", wantErr: true},
+		{value: "fs.0:rw:/a%00b", wantErr: true},
+		{value: "fs.0:rw:/a%zz", wantErr: true},
+		{value: "fs.0:rw", wantErr: true},
+		{value: "f s:rw:/a", wantErr: true},
+		{value: "fs.0:rw:/a,fs.0:rw:/b", wantErr: true},
+		{value: "fs.0:rw:/a,fs.1:ro:/a", wantErr: true},
+	} {
+		got, err := parseMounts(tc.value)
+		if (err != nil) != tc.wantErr || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parseMounts(%q) = %+v, %v; want %+v, error %v", tc.value, got, err, tc.want, tc.wantErr)
+		}
+	}
+	cfg, _, err := parseCmdline(`console=ttyS0 sandbox.mounts=fs.0:ro:/mnt/x`)
+	if m := cfg.hostMounts(); err != nil || len(m) != 1 || m[0].target != "/mnt/x" || !m[0].readOnly {
+		t.Errorf("parseCmdline: %+v, %v", m, err)
+	}
+}

@@ -58,6 +58,9 @@ type initProcess struct {
 	// boot is the boot timeline reported to the host.
 	boot []control.BootEvent
 
+	// hostMounts are the host filesystems to unmount at shutdown.
+	hostMounts []hostMount
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -134,6 +137,16 @@ func (p *initProcess) run() error {
 	r := reaper.New(reaper.Wait4)
 	go r.Run(context.Background())
 
+	// Host filesystems: after the root switch (their targets are in the
+	// new root), before the host is told the guest is ready.
+	p.hostMounts = cfg.hostMounts()
+	if err := mountHostFilesystems(p.hostMounts, p.log); err != nil {
+		return err
+	}
+	if len(p.hostMounts) > 0 {
+		p.log.logf("mounted %d host filesystems", len(p.hostMounts))
+	}
+
 	ch, err := channel.Open(controlChannel)
 	if err != nil {
 		return err
@@ -160,7 +173,7 @@ func (p *initProcess) run() error {
 // stop runs stopGuest once; the host's shutdown request and the end of
 // run both call it.
 func (p *initProcess) stop() error {
-	p.stopOnce.Do(func() { p.stopErr = stopGuest(p.log) })
+	p.stopOnce.Do(func() { p.stopErr = stopGuest(p.log, p.hostMounts) })
 	return p.stopErr
 }
 

@@ -19,10 +19,11 @@ const (
 	killGrace = 2 * time.Second
 )
 
-// stopGuest ends every process but init, syncs, and remounts the root
-// read-only, which also commits its journal. It is the guest's shutdown,
-// whether the host asked for it or the control channel was lost.
-func stopGuest(log *console) error {
+// stopGuest ends every process but init, detaches the host filesystems,
+// syncs, and remounts the root read-only, which also commits its journal.
+// It is the guest's shutdown, whether the host asked for it or the control
+// channel was lost.
+func stopGuest(log *console, hostMounts []hostMount) error {
 	if left := signalAllAndWait(unix.SIGTERM, termGrace); len(left) > 0 {
 		log.logf("%d processes left after SIGTERM: killing them", len(left))
 		if left := signalAllAndWait(unix.SIGKILL, killGrace); len(left) > 0 {
@@ -30,6 +31,7 @@ func stopGuest(log *console) error {
 			log.logf("processes %v survived SIGKILL", left)
 		}
 	}
+	unmountHostFilesystems(hostMounts, log)
 	unix.Sync()
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("remount / read-only: %w", err)

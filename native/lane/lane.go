@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/vfs"
 	"github.com/torkbot/sandbox/vmm"
 )
 
@@ -103,7 +105,38 @@ type Config struct {
 	// Network, when set, gives the guest a NIC whose every flow the policy
 	// decides. Without it the guest has no NIC at all.
 	Network netpolicy.Policy
+	// Mounts are host-implemented filesystems the guest mounts at boot.
+	Mounts []Mount
+	// Log receives what the host-side services report about guest requests
+	// they could not serve (e.g. a filesystem call that failed with no errno).
+	Log io.Writer
 }
+
+// Mount is one host-implemented filesystem, served to the guest over FUSE.
+type Mount struct {
+	// Target is where the guest mounts it: absolute, clean, not "/", and
+	// existing in the root filesystem.
+	Target string
+	// FS serves it. Unless it is a vfs.PosixFileSystem the guest mounts it
+	// read-only.
+	FS vfs.FileSystem
+}
+
+// mountsCmdline tells sandbox-init which channel to mount where
+// (sandbox-init/README.md): sandbox.mounts=fs.0:rw:/workspace,...
+func mountsCmdline(mounts []Mount) string {
+	entries := make([]string, len(mounts))
+	for i, m := range mounts {
+		mode := "ro"
+		if _, ok := m.FS.(vfs.PosixFileSystem); ok {
+			mode = "rw"
+		}
+		entries[i] = fmt.Sprintf("%s:%s:%s", mountChannel(i), mode, url.PathEscape(m.Target))
+	}
+	return "sandbox.mounts=" + strings.Join(entries, ",")
+}
+
+func mountChannel(i int) string { return fmt.Sprintf("fs.%d", i) }
 
 // nicMTU is the guest NIC's MTU: virtio-net takes large frames, and fewer,
 // larger frames cost less per byte through the netstack.
@@ -188,14 +221,37 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		spec.NICMTU = nicMTU
 		spec.Cmdline = netCmdline()
 	}
+	// Host ends of the mounts' channels, in cfg.Mounts order.
+	mountHosts := make([]*os.File, 0, len(cfg.Mounts))
+	closeMounts := func() {
+		closeAll(mountHosts...)
+		for _, ch := range spec.Channels {
+			ch.Conn.Close()
+		}
+	}
+	for i := range cfg.Mounts {
+		host, guest, err := socketPair()
+		if err != nil {
+			closeMounts()
+			closeAll(nicHost, spec.NIC)
+			return fail(fmt.Errorf("create mount channel: %w", err))
+		}
+		mountHosts = append(mountHosts, host)
+		spec.Channels = append(spec.Channels, vmm.Channel{Name: mountChannel(i), Conn: guest})
+	}
+	if len(cfg.Mounts) > 0 {
+		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " " + mountsCmdline(cfg.Mounts))
+	}
 	host, guest, err := socketPair()
 	if err != nil {
+		closeMounts()
 		closeAll(nicHost, spec.NIC)
 		return fail(fmt.Errorf("create control channel: %w", err))
 	}
-	spec.Channels = []vmm.Channel{{Name: "control", Conn: guest}}
+	spec.Channels = append(spec.Channels, vmm.Channel{Name: "control", Conn: guest})
 	machine, err := cfg.Engine.Start(ctx, spec)
 	if err != nil {
+		closeAll(mountHosts...)
 		closeAll(host, nicHost)
 		return fail(err)
 	}
@@ -203,6 +259,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	if err != nil {
 		machine.Kill()
 		<-machine.Done()
+		closeAll(mountHosts...)
 		closeAll(host, nicHost)
 		return fail(err)
 	}
@@ -216,6 +273,17 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		closed:       make(chan struct{}),
 		stopServices: stopServices,
 		stack:        stack,
+	}
+	for i, m := range cfg.Mounts {
+		conn := mountHosts[i]
+		l.services.Go(func() {
+			// Ends when the VMM exits (its end closes) or at release; Serve
+			// closes conn.
+			err := vfs.Serve(servicesCtx, conn, m.FS, vfs.Options{Log: cfg.Log})
+			if err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
+				fmt.Fprintf(cfg.Log, "sandbox: mount %s: %v\n", m.Target, err)
+			}
+		})
 	}
 	if stack != nil {
 		l.services.Go(func() {

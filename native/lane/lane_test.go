@@ -12,6 +12,7 @@ import (
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/vfs/vfstest"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
@@ -76,5 +77,36 @@ func TestConcurrentRuns(t *testing.T) {
 	wg.Wait()
 	if d := time.Since(start); d > 2500*time.Millisecond {
 		t.Errorf("three 1 s commands took %v: not concurrent", d)
+	}
+}
+
+func TestMountServedToGuest(t *testing.T) {
+	dir := artifacts(t)
+	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
+	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := vfstest.NewMemFS(nil)
+	l, err := lane.Boot(context.Background(), lane.Config{
+		Engine: engine, Kernel: kernel, Initrd: initrd,
+		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2", ReadOnly: true},
+		CPUs:        1,
+		MemoryMiB:   256,
+		BootTimeout: time.Minute,
+		Mounts:      []lane.Mount{{Target: "/workspace", FS: fs}},
+		Log:         os.Stderr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out strings.Builder
+	code, err := l.Run(ctx, control.Command{Name: "sh", Args: []string{"-c", "echo hi > /workspace/a.txt && cat /workspace/a.txt && ls /workspace"}},
+		func(_ control.FD, b []byte) { out.Write(b) })
+	if err != nil || code != 0 || out.String() != "hi\na.txt\n" {
+		t.Fatalf("exit %d, output %q: %v", code, out.String(), err)
 	}
 }

@@ -1,0 +1,39 @@
+// Package vfs serves a host-implemented, path-based filesystem (FileSystem
+// and its Writable and Posix extensions) to a guest over FUSE. The guest's
+// init relays raw /dev/fuse traffic to a byte channel (see
+// sandbox-init/fuserelay); Serve reads requests from that channel and
+// writes replies to it.
+//
+// Decoding and INIT negotiation are go-fuse's ProtocolServer, which takes
+// requests as byte slices rather than from /dev/fuse, so it serves any
+// stream; this package frames the stream (bounds-checked lengths, see
+// frame.go), keeps the node table and calls the backend.
+//
+// Nodes: the kernel names files by node id; the server maps ids to paths
+// with a tree of names, so renaming a directory moves everything below it.
+// Each name is its own node: the backend has no inode identity, so hard
+// links show nlink 1 and distinct inode numbers. Modes are synthesized:
+// directories 0755, files 0644 (0444 when !Writable or on a read-only
+// FileSystem), symlinks 0777, all owned by root. chmod, chown and utimes
+// succeed and change nothing.
+//
+// Caching: attributes, names and absent names are cached by the kernel for
+// Options.CacheTimeout (1 s); changes the host makes behind the guest's
+// back show after that. Files whose backend size is 0 (maybe unknown) are
+// opened for direct I/O so that reads go to the backend until EOF.
+//
+// Concurrency and interrupts: requests are served concurrently (at most
+// Options.MaxInFlight) and answered out of order. A FUSE_INTERRUPT
+// cancels the backend call's ctx and answers EINTR at once; a call that
+// outlives Options.CallTimeout answers EIO. Neither waits for a backend
+// that ignores its ctx.
+//
+// Errors: a backend error carrying an errno (syscall.Errno, or an Errno()
+// method) below 512 is passed to the guest; any other is logged and becomes
+// EIO (the kernel aborts the connection on a reply with a larger errno).
+//
+// Trust: the guest is hostile. Every length and name is checked before
+// use; names cannot contain "/" or be "." or "..", so no path leaves the
+// filesystem. The name ".go-fuse-epoll-hack" in the root is reserved by
+// go-fuse.
+package vfs

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,6 @@ func TestNetns(t *testing.T) {
 		return
 	}
 	h := newHarness(t)
-	baseline := h.baseline
 
 	t.Run("http raw accept", func(t *testing.T) {
 		out := h.guest(t, "curl", "-sS", "--max-time", "5", "http://198.51.100.10/")
@@ -157,24 +157,32 @@ func TestNetns(t *testing.T) {
 		}
 	})
 
+	h.closeNoLeaks(t)
+}
+
+// closeNoLeaks closes the harness's stack and fails the test if goroutines
+// outlive it (origins started before the baseline excepted).
+func (h *harness) closeNoLeaks(t *testing.T) {
 	h.close(t)
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > baseline && time.Now().Before(deadline) {
+	for runtime.NumGoroutine() > h.baseline && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := runtime.NumGoroutine(); n > baseline {
+	if n := runtime.NumGoroutine(); n > h.baseline {
 		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines after Close, baseline %d:\n%s", n, baseline, buf[:runtime.Stack(buf, true)])
+		t.Fatalf("%d goroutines after Close, baseline %d:\n%s", n, h.baseline, buf[:runtime.Stack(buf, true)])
 	}
 }
 
-// reexecInNetns runs TestNetns again in a new network and mount namespace.
-func reexecInNetns(t *testing.T) {
+// reexecInNetns runs the calling top-level test again in a new network and
+// mount namespace, after installing the guest's clients (tools, and extra:
+// binary → Debian package) if missing.
+func reexecInNetns(t *testing.T, extra ...map[string]string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and TAP devices")
 	}
-	ensureTools(t)
-	args := []string{"-test.run=^TestNetns$", "-test.count=1"}
+	ensureTools(t, append([]map[string]string{tools}, extra...)...)
+	args := []string{"-test.run=^" + t.Name() + "$", "-test.count=1"}
 	if testing.Verbose() {
 		args = append(args, "-test.v")
 	}
@@ -190,12 +198,14 @@ func reexecInNetns(t *testing.T) {
 	}
 }
 
-// ensureTools installs the guest's clients with apt-get if missing.
-func ensureTools(t *testing.T) {
+// ensureTools installs, with apt-get, the package of each binary missing.
+func ensureTools(t *testing.T, sets ...map[string]string) {
 	var missing []string
-	for bin, pkg := range tools {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, pkg)
+	for _, set := range sets {
+		for bin, pkg := range set {
+			if _, err := exec.LookPath(bin); err != nil && !slices.Contains(missing, pkg) {
+				missing = append(missing, pkg)
+			}
 		}
 	}
 	if len(missing) == 0 {
@@ -238,7 +248,10 @@ func requireIsolated(t *testing.T) {
 	}
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness sets up this namespace's origins and a guest namespace whose
+// TAP is bridged to a Stack. extraOrigins, if any, start more origins before
+// the goroutine baseline is taken.
+func newHarness(t *testing.T, extraOrigins ...func(*testing.T)) *harness {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		t.Fatalf("make mounts private: %v", err)
 	}
@@ -253,6 +266,9 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{policy: &testPolicy{}, netns: fmt.Sprintf("nptest%d", os.Getpid())}
 	h.baseline = runtime.NumGoroutine()
 	h.startOrigins(t)
+	for _, start := range extraOrigins {
+		start(t)
+	}
 	h.baseline = runtime.NumGoroutine()
 
 	run(t, "ip", "netns", "add", h.netns)
@@ -492,6 +508,8 @@ func (h *harness) startOrigins(t *testing.T) {
 // testPolicy records every flow and decides by destination.
 type testPolicy struct {
 	denyDNS atomic.Bool
+	// dnsWhen, when set, grants a DNS query only if it matches.
+	dnsWhen atomic.Pointer[func(netpolicy.Flow) bool]
 
 	mu        sync.Mutex
 	flows     []netpolicy.Flow
@@ -504,6 +522,8 @@ func (p *testPolicy) Decide(_ context.Context, f netpolicy.Flow) (netpolicy.Deci
 	p.flows = append(p.flows, f)
 	switch {
 	case f.DNS && p.denyDNS.Load():
+		return netpolicy.Decision{Action: netpolicy.Deny}, nil
+	case f.DNS && p.dnsWhen.Load() != nil && !(*p.dnsWhen.Load())(f):
 		return netpolicy.Decision{Action: netpolicy.Deny}, nil
 	case f.DNS:
 		return netpolicy.Decision{Action: netpolicy.AcceptDNS, Resolvers: p.resolvers}, nil

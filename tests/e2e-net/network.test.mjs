@@ -120,6 +120,29 @@ describe("network policy in a VM", () => {
     assert.ok(events.some((e) => e.dst === `${ORIGIN6}:8080`), JSON.stringify(events));
   });
 
+  it("keeps sandboxes' traffic apart", async () => {
+    const seenByOther = [];
+    const neighbour = await defineSandbox({
+      rootfs: rootfs.builtIn("debian:13-slim"),
+      network: network.policy((conn) => {
+        seenByOther.push(`${conn.transport} ${conn.dst.ip}:${conn.dst.port}`);
+      }),
+    }).boot();
+    try {
+      const before = web.connections();
+      const r = await lane.exec("curl", ["-sS", "-m", "10", "http://origin.test:8080/"]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(web.connections(), before + 1);
+      assert.deepEqual(seenByOther, [], "the other sandbox's policy saw none of this traffic");
+      // Nor does the neighbour get through on the first sandbox's grants.
+      const denied = await neighbour.exec("curl", ["-sS", "-m", "10", `http://${ORIGIN}:8080/`]);
+      assert.notEqual(denied.exitCode, 0);
+      assert.equal(web.connections(), before + 1);
+    } finally {
+      await neighbour.close();
+    }
+  });
+
   it("gives a sandbox without a policy no NIC at all", async () => {
     const plain = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot();
     try {

@@ -59,3 +59,41 @@ console.log(`median of ${boots} boots / ${execs} execs; floor = same VM driven f
 for (const [name, unit, l, f] of rows) {
   console.log(`${name.padEnd(34)} library ${l.toFixed(1).padStart(8)} ${unit}   floor ${f.toFixed(1).padStart(8)} ${unit}   ratio ${(l / f).toFixed(2)}`);
 }
+
+// Mounts: the same workloads inside the guest on an fs.memory mount and on
+// the guest's own tmpfs, in one VM, in this run. (virtiofsd serving a host
+// tmpfs, the spike's anchor, needs a vhost-user QEMU set-up the library does
+// not make; it is not measured here.)
+{
+  const { fs } = await import("@torkbot/sandbox");
+  const lane = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot({
+    mounts: { "/workspace": fs.virtual(fs.memory()) },
+  });
+  const workloads = {
+    "create+stat+unlink 2000 files": (dir) =>
+      `cd ${dir} && mkdir m && cd m && for i in $(seq 2000); do : > f$i; done && stat -c %s f* >/dev/null && rm f* && cd .. && rmdir m`,
+    "write 64 MiB + fsync": (dir) => `dd if=/dev/zero of=${dir}/big bs=1M count=64 conv=fsync status=none`,
+    "read 64 MiB": (dir) => `echo 3 > /proc/sys/vm/drop_caches; cat ${dir}/big >/dev/null`,
+  };
+  const timeIn = async (script) => {
+    const r = await lane.exec("bash", ["-c", `s=$(date +%s%N); ${script}; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`]);
+    if (r.exitCode !== 0) throw new Error(`mount bench: ${r.stderr}`);
+    return Number(r.stdout.trim().split("\n").pop());
+  };
+  console.log("\nmounts, inside the guest: fs.memory mount vs the guest's tmpfs (median of 3)");
+  try {
+    for (const [name, script] of Object.entries(workloads)) {
+      const mount = [];
+      const tmpfs = [];
+      for (let i = 0; i < 3; i++) {
+        mount.push(await timeIn(script("/workspace")));
+        tmpfs.push(await timeIn(script("/tmp")));
+      }
+      const m = median(mount);
+      const t = median(tmpfs);
+      console.log(`${name.padEnd(34)} mount ${String(m).padStart(7)} ms   tmpfs ${String(t).padStart(7)} ms   ratio ${(m / Math.max(t, 1)).toFixed(2)}`);
+    }
+  } finally {
+    await lane.close();
+  }
+}

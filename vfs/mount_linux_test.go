@@ -75,13 +75,18 @@ func mount(t *testing.T, fsys vfs.FileSystem, readOnly bool, opts vfs.Options) (
 	return dir, cancel
 }
 
-// run runs a command with a timeout, failing the test with its output.
+// run runs a command in dir with a timeout, failing the test with its
+// output.
+//
+// The command changes to dir itself (env -C), not through cmd.Dir: the
+// chdir between fork and exec asks the FUSE server when the kernel's
+// attributes have expired, and under -race the forking thread holds the
+// race runtime's locks until the exec, which the server then waits for.
 func run(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
+	cmd := exec.CommandContext(ctx, "env", append([]string{"-C", dir, name}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)

@@ -60,38 +60,45 @@ for (const [name, unit, l, f] of rows) {
   console.log(`${name.padEnd(34)} library ${l.toFixed(1).padStart(8)} ${unit}   floor ${f.toFixed(1).padStart(8)} ${unit}   ratio ${(l / f).toFixed(2)}`);
 }
 
-// Mounts: the same workloads inside the guest on an fs.memory mount and on
-// the guest's own tmpfs, in one VM, in this run. (virtiofsd serving a host
-// tmpfs, the spike's anchor, needs a vhost-user QEMU set-up the library does
-// not make; it is not measured here.)
+// Mounts: the same workloads inside the guest on an fs.memory mount, on the
+// guest's own tmpfs (one VM, this run), and on a host tmpfs served by QEMU's
+// virtiofsd to the same guest (bench/virtiofs), the anchor for what a
+// VMM-native shared filesystem costs here.
 {
   const { fs } = await import("@torkbot/sandbox");
+  const workloads = [
+    ["create+stat+unlink 2000 files",
+      'cd $DIR && mkdir m && cd m && for i in $(seq 2000); do : > f$i; done && stat -c %s f* >/dev/null && rm f* && cd .. && rmdir m'],
+    ["write 64 MiB + fsync", "dd if=/dev/zero of=$DIR/big bs=1M count=64 conv=fsync status=none"],
+    ["read 64 MiB", "echo 3 > /proc/sys/vm/drop_caches; cat $DIR/big >/dev/null"],
+  ];
+  const virtiofs = JSON.parse(execFileSync("build/bench-virtiofs", [
+    `-kernel=${new URL("kernel/vmlinux", platformDir).pathname}`,
+    `-initrd=${new URL("kernel/initrd.cpio", platformDir).pathname}`,
+    `-image=${new URL(`images/${catalog["debian:13-slim"].file}`, platformDir).pathname}`,
+  ], { encoding: "utf8", input: JSON.stringify(workloads), stdio: ["pipe", "pipe", "inherit"] }));
+
   const lane = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot({
     mounts: { "/workspace": fs.virtual(fs.memory()) },
   });
-  const workloads = {
-    "create+stat+unlink 2000 files": (dir) =>
-      `cd ${dir} && mkdir m && cd m && for i in $(seq 2000); do : > f$i; done && stat -c %s f* >/dev/null && rm f* && cd .. && rmdir m`,
-    "write 64 MiB + fsync": (dir) => `dd if=/dev/zero of=${dir}/big bs=1M count=64 conv=fsync status=none`,
-    "read 64 MiB": (dir) => `echo 3 > /proc/sys/vm/drop_caches; cat ${dir}/big >/dev/null`,
-  };
-  const timeIn = async (script) => {
-    const r = await lane.exec("bash", ["-c", `s=$(date +%s%N); ${script}; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`]);
+  const timeIn = async (dir, script) => {
+    const r = await lane.exec("bash", ["-c", `DIR=${dir}; s=$(date +%s%N); ${script}; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))`]);
     if (r.exitCode !== 0) throw new Error(`mount bench: ${r.stderr}`);
     return Number(r.stdout.trim().split("\n").pop());
   };
-  console.log("\nmounts, inside the guest: fs.memory mount vs the guest's tmpfs (median of 3)");
+  console.log("\nmounts, inside the guest, median of 3: fs.memory mount vs the guest's tmpfs (ratio) and vs virtiofsd serving a host tmpfs (ratio)");
   try {
-    for (const [name, script] of Object.entries(workloads)) {
+    for (const [name, script] of workloads) {
       const mount = [];
       const tmpfs = [];
       for (let i = 0; i < 3; i++) {
-        mount.push(await timeIn(script("/workspace")));
-        tmpfs.push(await timeIn(script("/tmp")));
+        mount.push(await timeIn("/workspace", script));
+        tmpfs.push(await timeIn("/tmp", script));
       }
       const m = median(mount);
       const t = median(tmpfs);
-      console.log(`${name.padEnd(34)} mount ${String(m).padStart(7)} ms   tmpfs ${String(t).padStart(7)} ms   ratio ${(m / Math.max(t, 1)).toFixed(2)}`);
+      const v = virtiofs[name];
+      console.log(`${name.padEnd(30)} mount ${String(m).padStart(6)} ms   tmpfs ${String(t).padStart(5)} ms (${(m / Math.max(t, 1)).toFixed(2)})   virtiofs ${String(v).padStart(5)} ms (${(m / Math.max(v, 1)).toFixed(2)})`);
     }
   } finally {
     await lane.close();

@@ -113,7 +113,7 @@ const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_allo
 func (e *Engine) args(spec vmm.Spec) []string {
 	cmdline := baseCmdline
 	if e.accel == AccelTCG {
-		cmdline += fmt.Sprintf(" tsc_early_khz=%d", hostTSCKHz())
+		cmdline += fmt.Sprintf(" tsc_early_khz=%d", HostTSCKHz())
 	}
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline

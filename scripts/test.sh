@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib-cache.sh
 bash scripts/build.sh
-# Test-only tools: namespaces, and a real DNS server as an origin.
-need_pkgs iproute2 util-linux dnsmasq-base
+# Test-only tools: namespaces, real clients and servers the tests drive
+# (the Go tests would install a missing one themselves, or skip naming it).
+need_pkgs iproute2 util-linux dnsmasq-base curl dnsutils netcat-openbsd socat \
+  openssh-client openssh-server openssl sqlite3 git attr
 
 echo "==> go vet"
 go vet ./...

@@ -1,0 +1,263 @@
+package httpproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Response bodies of the errors the proxy generates. They never include
+// anything from the request.
+const (
+	msgDenied        = "network policy denied\n"
+	msgMisdirected   = "misdirected request: host does not match the connection's destination\n"
+	msgConnect       = "CONNECT is not served by a transparent proxy\n"
+	msgUntrusted     = "bad gateway: upstream certificate not trusted\n"
+	msgUnreachable   = "bad gateway: upstream unreachable\n"
+	msgUpstreamError = "bad gateway: upstream failed\n"
+)
+
+// flowConn serves the requests of one guest connection.
+type flowConn struct {
+	p    *Proxy
+	flow Flow
+	tls  *TLSInfo
+	// authority is the one host name requests of this connection may
+	// name (normalized), or "" if any is allowed (cleartext, no pin).
+	authority string
+	// misdirected is set when the SNI disagrees with the pinned name:
+	// every request is refused with 421.
+	misdirected bool
+	scheme      string
+	transport   *http.Transport
+	rp          *httputil.ReverseProxy
+}
+
+func newFlowConn(p *Proxy, flow Flow, ti *TLSInfo) *flowConn {
+	fc := &flowConn{p: p, flow: flow, tls: ti, scheme: "http"}
+	pinned := normalizeHost(flow.Hostname)
+	sni := ""
+	if ti != nil {
+		fc.scheme = "https"
+		sni = normalizeHost(ti.SNI)
+	}
+	switch {
+	case pinned != "":
+		fc.authority = pinned
+		fc.misdirected = sni != "" && sni != pinned
+	case sni != "":
+		fc.authority = sni
+	}
+	verifyName := fc.authority
+	if verifyName == "" {
+		verifyName = flow.Dst.Addr().Unmap().String()
+	}
+	dst := flow.Dst.String()
+	fc.transport = &http.Transport{
+		Proxy: nil, // never an environment proxy: upstream is always Dst
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+			defer cancel()
+			c, err := p.cfg.Dialer.DialContext(ctx, "tcp", dst)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		TLSClientConfig: &tls.Config{
+			ServerName: verifyName,
+			RootCAs:    p.roots,
+			MinVersion: tls.VersionTLS12,
+		},
+		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   p.cfg.DialTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	fc.rp = &httputil.ReverseProxy{
+		Director: func(out *http.Request) {
+			out.URL.Scheme = fc.scheme
+			out.URL.Host = dst
+			if _, ok := out.Header["X-Forwarded-For"]; !ok {
+				out.Header["X-Forwarded-For"] = nil // do not add one
+			}
+		},
+		Transport:     fc.transport,
+		FlushInterval: -1, // stream: flush after every write
+		ErrorLog:      p.cfg.ErrorLog,
+		ErrorHandler:  fc.upstreamError,
+	}
+	return fc
+}
+
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "cannot dial upstream: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if fc.misdirected {
+		plainError(w, http.StatusMisdirectedRequest, msgMisdirected)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		plainError(w, http.StatusMethodNotAllowed, msgConnect)
+		return
+	}
+	host := r.Host
+	if host == "" {
+		host = fc.authority
+		if host == "" {
+			host = fc.flow.Dst.Addr().Unmap().String()
+		}
+		r.Host = host
+	}
+	if !fc.hostAllowed(host) {
+		plainError(w, http.StatusMisdirectedRequest, msgMisdirected)
+		return
+	}
+
+	hop := hopHeaders(r.Header)
+	req := &Request{
+		Protocol: ProtocolHTTP1,
+		Method:   r.Method,
+		URL: &url.URL{
+			Scheme:   fc.scheme,
+			Host:     host,
+			Path:     r.URL.Path,
+			RawPath:  r.URL.RawPath,
+			RawQuery: r.URL.RawQuery,
+		},
+		Header: r.Header.Clone(),
+		Destination: Destination{
+			SourceIP:     fc.flow.Src.Addr(),
+			SourcePort:   fc.flow.Src.Port(),
+			OriginalIP:   fc.flow.Dst.Addr(),
+			OriginalPort: fc.flow.Dst.Port(),
+			Hostname:     fc.flow.Hostname,
+		},
+	}
+	if req.Header == nil {
+		req.Header = http.Header{}
+	}
+	if r.ProtoMajor == 2 {
+		req.Protocol = ProtocolH2
+	}
+	if fc.tls != nil {
+		ti := *fc.tls
+		req.TLS = &ti
+	}
+	for _, h := range hop {
+		req.Header.Del(h)
+	}
+	if mw := fc.p.cfg.Middleware; mw != nil {
+		if err := mw.Handle(r.Context(), req); err != nil {
+			plainError(w, http.StatusForbidden, msgDenied)
+			return
+		}
+	}
+	// The middleware's headers go upstream; the hop-by-hop ones are put
+	// back for ReverseProxy, which strips them itself (keeping an Upgrade
+	// and "TE: trailers").
+	out := req.Header
+	if out == nil {
+		out = http.Header{}
+	}
+	for _, h := range hop {
+		if _, ok := out[h]; !ok {
+			if v := r.Header.Values(h); len(v) > 0 {
+				out[h] = v
+			}
+		}
+	}
+	r.Header = out
+	fc.rp.ServeHTTP(w, r)
+}
+
+// hostAllowed applies the authority rule (see the package doc) to a Host
+// header or :authority.
+func (fc *flowConn) hostAllowed(host string) bool {
+	if fc.authority == "" {
+		return true
+	}
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	name = normalizeHost(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]"))
+	if name == fc.authority {
+		return true
+	}
+	ip, err := netip.ParseAddr(name)
+	return err == nil && ip.Unmap() == fc.flow.Dst.Addr().Unmap()
+}
+
+// hopHeaders returns the canonical names of the hop-by-hop headers
+// present in h: the RFC 9110 list and those named by Connection.
+func hopHeaders(h http.Header) []string {
+	var names []string
+	add := func(n string) {
+		n = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(n))
+		if _, ok := h[n]; !ok {
+			return
+		}
+		for _, m := range names {
+			if m == n {
+				return
+			}
+		}
+		names = append(names, n)
+	}
+	for _, v := range h.Values("Connection") {
+		for _, n := range strings.Split(v, ",") {
+			add(n)
+		}
+	}
+	for _, n := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		add(n)
+	}
+	return names
+}
+
+func (fc *flowConn) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		cerr x509.CertificateInvalidError
+		derr *dialError
+	)
+	switch {
+	case r.Context().Err() != nil:
+		// The guest went away; nobody to answer.
+		return
+	case errors.As(err, &verr), errors.As(err, &uerr), errors.As(err, &herr), errors.As(err, &cerr):
+		plainError(w, http.StatusBadGateway, msgUntrusted)
+	case errors.As(err, &derr):
+		plainError(w, http.StatusBadGateway, msgUnreachable)
+	default:
+		plainError(w, http.StatusBadGateway, msgUpstreamError)
+	}
+	fc.p.cfg.ErrorLog.Printf("httpproxy: %s -> %s: %v", fc.flow.Src, fc.flow.Dst, err)
+}
+
+func plainError(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", fmt.Sprint(len(msg)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write([]byte(msg))
+}

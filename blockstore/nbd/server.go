@@ -1,0 +1,357 @@
+// Package nbd serves one block device to one client over the Network Block
+// Device protocol, so QEMU's NBD client can attach it as a disk.
+//
+// It implements the fixed-newstyle handshake with NBD_OPT_EXPORT_NAME,
+// NBD_OPT_INFO, NBD_OPT_GO, NBD_OPT_LIST and NBD_OPT_ABORT (other options are
+// answered NBD_REP_ERR_UNSUP), and simple replies for READ, WRITE, FLUSH,
+// DISC, TRIM (accepted and ignored) and WRITE_ZEROES. FUA on a write is
+// honoured by flushing the device before the reply. Requests are served one
+// at a time, in order.
+//
+// Why not a library: the pure-Go server we reviewed (pojntfx/go-nbd) sends
+// a READ's success header before checking offset+length against the export,
+// discards a "payload" of Length bytes for unknown commands (which have none,
+// desynchronising the stream), and answers FLUSH, TRIM and WRITE_ZEROES with
+// EINVAL and ignores FUA; nbdkit's Go bindings need cgo. The protocol is
+// small, so this package implements it with every client field treated as
+// hostile: option and payload lengths are bounded, offsets are checked
+// against the export, and FuzzServe drives the parser with arbitrary bytes.
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+)
+
+// Device is the export. ReadAt and WriteAt always get ranges inside Size.
+type Device interface {
+	Size() int64
+	ReadAt(ctx context.Context, p []byte, off int64) error
+	WriteAt(ctx context.Context, p []byte, off int64) error
+	WriteZeroes(ctx context.Context, off, n int64) error
+	Flush(ctx context.Context) error
+}
+
+// Options configures Serve.
+type Options struct {
+	// Name is the export name clients ask for; "" (the default export) is
+	// always accepted too.
+	Name string
+	// ReadOnly refuses WRITE, TRIM and WRITE_ZEROES with EPERM and
+	// advertises the export read-only.
+	ReadOnly bool
+	// Log, when set, receives device errors that were reported to the client
+	// as EIO.
+	Log func(error)
+}
+
+// Serve runs the handshake and then serves requests on conn until the client
+// disconnects (NBD_CMD_DISC or NBD_OPT_ABORT: nil), ctx is cancelled, or a
+// protocol violation (an error). It closes conn before returning. A DISC
+// flushes the device first, as the spec asks.
+func Serve(ctx context.Context, conn net.Conn, dev Device, opts Options) error {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	err := serve(ctx, conn, dev, opts)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+type server struct {
+	ctx  context.Context
+	r    *bufio.Reader
+	w    *bufio.Writer
+	dev  Device
+	opts Options
+	size uint64
+}
+
+func serve(ctx context.Context, rw io.ReadWriter, dev Device, opts Options) error {
+	s := &server{ctx: ctx, r: bufio.NewReader(rw), w: bufio.NewWriter(rw), dev: dev, opts: opts, size: uint64(dev.Size())}
+	ok, err := s.handshake()
+	if err != nil || !ok {
+		return err
+	}
+	return s.transmission()
+}
+
+func (s *server) handshake() (bool, error) {
+	var hdr [18]byte
+	binary.BigEndian.PutUint64(hdr[0:], nbdMagic)
+	binary.BigEndian.PutUint64(hdr[8:], optMagic)
+	binary.BigEndian.PutUint16(hdr[16:], flagFixedNewstyle|flagNoZeroes)
+	s.w.Write(hdr[:])
+	if err := s.w.Flush(); err != nil {
+		return false, fmt.Errorf("cannot send nbd greeting: %w", err)
+	}
+	var cf [4]byte
+	if _, err := io.ReadFull(s.r, cf[:]); err != nil {
+		return false, fmt.Errorf("cannot read nbd client flags: %w", err)
+	}
+	clientFlags := binary.BigEndian.Uint32(cf[:])
+	if clientFlags&^uint32(flagFixedNewstyle|flagNoZeroes) != 0 {
+		return false, fmt.Errorf("nbd: unknown client flags %#x", clientFlags)
+	}
+	noZeroes := clientFlags&flagNoZeroes != 0
+
+	for range maxOptions {
+		var oh [16]byte
+		if _, err := io.ReadFull(s.r, oh[:]); err != nil {
+			return false, fmt.Errorf("cannot read nbd option: %w", err)
+		}
+		if binary.BigEndian.Uint64(oh[:]) != optMagic {
+			return false, errors.New("nbd: bad option magic")
+		}
+		opt := binary.BigEndian.Uint32(oh[8:])
+		length := binary.BigEndian.Uint32(oh[12:])
+		if length > maxOptionLength {
+			// Too long to be any option we serve: skip it with a bounded
+			// discard (the length is at most 4 GiB) and refuse.
+			if _, err := io.CopyN(io.Discard, s.r, int64(length)); err != nil {
+				return false, fmt.Errorf("cannot skip nbd option: %w", err)
+			}
+			if err := s.optReply(opt, repErrTooBig, nil); err != nil {
+				return false, err
+			}
+			continue
+		}
+		data := make([]byte, length)
+		if _, err := io.ReadFull(s.r, data); err != nil {
+			return false, fmt.Errorf("cannot read nbd option data: %w", err)
+		}
+		switch opt {
+		case optExportName:
+			if !s.nameOK(string(data)) {
+				return false, fmt.Errorf("nbd: unknown export %q", data)
+			}
+			var b [10 + 124]byte
+			binary.BigEndian.PutUint64(b[0:], s.size)
+			binary.BigEndian.PutUint16(b[8:], s.transmissionFlags())
+			n := 10
+			if !noZeroes {
+				n = len(b)
+			}
+			s.w.Write(b[:n])
+			if err := s.w.Flush(); err != nil {
+				return false, fmt.Errorf("cannot send nbd export: %w", err)
+			}
+			return true, nil
+		case optAbort:
+			s.optReply(opt, repAck, nil) // best effort; the client may have gone
+			return false, nil
+		case optList:
+			if length != 0 {
+				if err := s.optReply(opt, repErrInvalid, nil); err != nil {
+					return false, err
+				}
+				continue
+			}
+			name := []byte(s.opts.Name)
+			b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+			if err := s.optReply(opt, repServer, append(b, name...)); err != nil {
+				return false, err
+			}
+			if err := s.optReply(opt, repAck, nil); err != nil {
+				return false, err
+			}
+		case optInfo, optGo:
+			name, infos, ok := parseInfoRequest(data)
+			switch {
+			case !ok:
+				err := s.optReply(opt, repErrInvalid, nil)
+				if err != nil {
+					return false, err
+				}
+				continue
+			case !s.nameOK(name):
+				if err := s.optReply(opt, repErrUnknown, nil); err != nil {
+					return false, err
+				}
+				continue
+			}
+			exp := binary.BigEndian.AppendUint16(nil, infoExport)
+			exp = binary.BigEndian.AppendUint64(exp, s.size)
+			exp = binary.BigEndian.AppendUint16(exp, s.transmissionFlags())
+			if err := s.optReply(opt, repInfo, exp); err != nil {
+				return false, err
+			}
+			for _, i := range infos {
+				if i == infoBlockSize {
+					b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
+					b = binary.BigEndian.AppendUint32(b, 1)
+					b = binary.BigEndian.AppendUint32(b, 4096)
+					b = binary.BigEndian.AppendUint32(b, MaxPayload)
+					if err := s.optReply(opt, repInfo, b); err != nil {
+						return false, err
+					}
+				}
+			}
+			if err := s.optReply(opt, repAck, nil); err != nil {
+				return false, err
+			}
+			if opt == optGo {
+				return true, nil
+			}
+		default:
+			if err := s.optReply(opt, repErrUnsup, nil); err != nil {
+				return false, err
+			}
+		}
+	}
+	return false, errors.New("nbd: too many handshake options")
+}
+
+// parseInfoRequest decodes NBD_OPT_INFO/GO data: name length, name, number of
+// info requests, the requests.
+func parseInfoRequest(data []byte) (name string, infos []uint16, ok bool) {
+	if len(data) < 6 {
+		return "", nil, false
+	}
+	nl := binary.BigEndian.Uint32(data)
+	if uint64(nl) > uint64(len(data))-6 {
+		return "", nil, false
+	}
+	name = string(data[4 : 4+nl])
+	rest := data[4+nl:]
+	n := int(binary.BigEndian.Uint16(rest))
+	rest = rest[2:]
+	if len(rest) != 2*n {
+		return "", nil, false
+	}
+	for i := range n {
+		infos = append(infos, binary.BigEndian.Uint16(rest[2*i:]))
+	}
+	return name, infos, true
+}
+
+func (s *server) nameOK(name string) bool { return name == "" || name == s.opts.Name }
+
+func (s *server) transmissionFlags() uint16 {
+	f := uint16(tflagHasFlags | tflagFlush | tflagFUA | tflagTrim | tflagWriteZero)
+	if s.opts.ReadOnly {
+		f |= tflagReadOnly
+	}
+	return f
+}
+
+func (s *server) optReply(opt, typ uint32, data []byte) error {
+	var b [20]byte
+	binary.BigEndian.PutUint64(b[0:], optReplyMagic)
+	binary.BigEndian.PutUint32(b[8:], opt)
+	binary.BigEndian.PutUint32(b[12:], typ)
+	binary.BigEndian.PutUint32(b[16:], uint32(len(data)))
+	s.w.Write(b[:])
+	s.w.Write(data)
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("cannot send nbd option reply: %w", err)
+	}
+	return nil
+}
+
+func (s *server) reply(cookie uint64, errno uint32, data []byte) error {
+	var b [16]byte
+	binary.BigEndian.PutUint32(b[0:], simpleReplyMag)
+	binary.BigEndian.PutUint32(b[4:], errno)
+	binary.BigEndian.PutUint64(b[8:], cookie)
+	s.w.Write(b[:])
+	s.w.Write(data)
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("cannot send nbd reply: %w", err)
+	}
+	return nil
+}
+
+func (s *server) ioErr(err error) uint32 {
+	if s.opts.Log != nil {
+		s.opts.Log(err)
+	}
+	return errIO
+}
+
+func (s *server) transmission() error {
+	var hdr [requestSize]byte
+	var buf []byte
+	for {
+		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // client went away between requests
+			}
+			return fmt.Errorf("cannot read nbd request: %w", err)
+		}
+		req, err := parseRequest(hdr[:])
+		if err != nil {
+			return err
+		}
+		errno := req.check(s.size, s.opts.ReadOnly)
+		if req.typ == cmdWrite {
+			if req.length > MaxPayload {
+				return fmt.Errorf("nbd: write of %d bytes exceeds the %d byte limit", req.length, MaxPayload)
+			}
+			// The payload follows whatever we answer.
+			buf = grow(buf, int(req.length))
+			if _, err := io.ReadFull(s.r, buf); err != nil {
+				return fmt.Errorf("cannot read nbd write payload: %w", err)
+			}
+		}
+		if req.typ == cmdDisc {
+			if err := s.dev.Flush(s.ctx); err != nil && s.opts.Log != nil {
+				s.opts.Log(err)
+			}
+			return nil
+		}
+		if errno != 0 {
+			if err := s.reply(req.cookie, errno, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		off := int64(req.offset)
+		var data []byte
+		switch req.typ {
+		case cmdRead:
+			buf = grow(buf, int(req.length))
+			if err := s.dev.ReadAt(s.ctx, buf, off); err != nil {
+				errno = s.ioErr(err)
+			} else {
+				data = buf
+			}
+		case cmdWrite:
+			if err := s.dev.WriteAt(s.ctx, buf, off); err != nil {
+				errno = s.ioErr(err)
+			}
+		case cmdWriteZeroes:
+			if err := s.dev.WriteZeroes(s.ctx, off, int64(req.length)); err != nil {
+				errno = s.ioErr(err)
+			}
+		case cmdTrim:
+			// Discard is advisory: the blocks keep their content.
+		case cmdFlush:
+			if err := s.dev.Flush(s.ctx); err != nil {
+				errno = s.ioErr(err)
+			}
+		}
+		if errno == 0 && req.flags&cmdFlagFUA != 0 && req.typ != cmdRead && req.typ != cmdFlush {
+			if err := s.dev.Flush(s.ctx); err != nil {
+				errno = s.ioErr(err)
+			}
+		}
+		if err := s.reply(req.cookie, errno, data); err != nil {
+			return err
+		}
+	}
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}

@@ -40,11 +40,16 @@ type Spec struct {
 	Console io.Writer
 }
 
-// Disk is a block device image.
+// Disk is the guest's root block device: an image file the VMM opens
+// itself, or an NBD export the host serves.
 type Disk struct {
 	Path     string
 	Format   string // "qcow2" or "raw"
 	ReadOnly bool
+	// NBD, when set, is the VMM's end of a stream socket pair on which the
+	// host serves the disk over NBD (export "root"); Path and Format are
+	// then unused. The engine takes ownership.
+	NBD *os.File
 }
 
 // Channel is one named host↔guest byte stream (a virtio-serial port for QEMU,

@@ -1,7 +1,9 @@
 // Command floor measures the baseline that `npm run bench` compares the
-// library against: the same VM (same QEMU arguments, kernel, initrd and
-// image) started by a minimal Go harness, with the same command run over the
-// control channel, without Node, N-API or the TypeScript API in the way.
+// library against: the same VM (same QEMU engine, kernel, initrd and image)
+// started by a minimal Go harness, with the same command run over the
+// control channel, without Node, N-API or the TypeScript API in the way, and
+// with QEMU reading the image itself (the library serves it over NBD, so
+// that cost is part of what the ratio shows).
 //
 // It prints one JSON object: {"coldMs": [...], "execUs": [...]}.
 package main

@@ -170,6 +170,7 @@ type Lane struct {
 	services     sync.WaitGroup
 	stopServices context.CancelFunc
 	stack        *netpolicy.Stack
+	root         *rootDisk
 
 	mu       sync.Mutex
 	closing  bool
@@ -221,6 +222,20 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		spec.NICMTU = nicMTU
 		spec.Cmdline = netCmdline()
 	}
+	// The root disk is served over NBD from the host (blockstore), so every
+	// engine reaches it the same way and a COW store can sit in between.
+	root, err := openRoot(cfg.RootDisk)
+	if err != nil {
+		closeAll(nicHost, spec.NIC)
+		return fail(err)
+	}
+	rootHost, rootGuest, err := socketPair()
+	if err != nil {
+		root.Close()
+		closeAll(nicHost, spec.NIC)
+		return fail(fmt.Errorf("create root disk channel: %w", err))
+	}
+	spec.RootDisk = vmm.Disk{ReadOnly: cfg.RootDisk.ReadOnly, NBD: rootGuest}
 	// Host ends of the mounts' channels, in cfg.Mounts order.
 	mountHosts := make([]*os.File, 0, len(cfg.Mounts))
 	closeMounts := func() {
@@ -233,7 +248,8 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		host, guest, err := socketPair()
 		if err != nil {
 			closeMounts()
-			closeAll(nicHost, spec.NIC)
+			closeAll(nicHost, spec.NIC, rootHost, rootGuest)
+			root.Close()
 			return fail(fmt.Errorf("create mount channel: %w", err))
 		}
 		mountHosts = append(mountHosts, host)
@@ -245,14 +261,16 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	host, guest, err := socketPair()
 	if err != nil {
 		closeMounts()
-		closeAll(nicHost, spec.NIC)
+		closeAll(nicHost, spec.NIC, rootHost, rootGuest)
+		root.Close()
 		return fail(fmt.Errorf("create control channel: %w", err))
 	}
 	spec.Channels = append(spec.Channels, vmm.Channel{Name: "control", Conn: guest})
 	machine, err := cfg.Engine.Start(ctx, spec)
 	if err != nil {
 		closeAll(mountHosts...)
-		closeAll(host, nicHost)
+		closeAll(host, nicHost, rootHost)
+		root.Close()
 		return fail(err)
 	}
 	client, err := control.NewClient(host)
@@ -260,7 +278,8 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		machine.Kill()
 		<-machine.Done()
 		closeAll(mountHosts...)
-		closeAll(host, nicHost)
+		closeAll(host, nicHost, rootHost)
+		root.Close()
 		return fail(err)
 	}
 	servicesCtx, stopServices := context.WithCancel(context.Background())
@@ -273,7 +292,14 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		closed:       make(chan struct{}),
 		stopServices: stopServices,
 		stack:        stack,
+		root:         root,
 	}
+	l.services.Go(func() {
+		// Ends when the VMM exits (its end closes) or at release.
+		if err := serveRoot(servicesCtx, rootHost, root); err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "sandbox: root disk: %v\n", err)
+		}
+	})
 	for i, m := range cfg.Mounts {
 		conn := mountHosts[i]
 		l.services.Go(func() {
@@ -445,6 +471,7 @@ func (l *Lane) release() {
 	l.client.Close()
 	<-l.machine.Done()
 	l.services.Wait()
+	l.root.Close()
 	if l.conFile != nil {
 		l.conFile.Close()
 	}

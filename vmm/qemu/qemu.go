@@ -137,10 +137,22 @@ func (e *Engine) args(spec vmm.Spec) []string {
 	if spec.RootDisk.ReadOnly {
 		readOnly = "on"
 	}
-	args = append(args,
-		"-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=root,readonly=%s", escapeOpt(spec.RootDisk.Path), spec.RootDisk.Format, readOnly),
-		"-device", "virtio-blk-device,drive=root",
-	)
+	if spec.RootDisk.NBD != nil {
+		// The NBD socket follows the channels and the NIC in ExtraFiles.
+		fd := 3 + len(spec.Channels)
+		if spec.NIC != nil {
+			fd++
+		}
+		args = append(args,
+			"-blockdev", fmt.Sprintf("driver=nbd,server.type=fd,server.str=%d,export=root,node-name=root,read-only=%s", fd, readOnly),
+			"-device", "virtio-blk-device,drive=root",
+		)
+	} else {
+		args = append(args,
+			"-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=root,readonly=%s", escapeOpt(spec.RootDisk.Path), spec.RootDisk.Format, readOnly),
+			"-device", "virtio-blk-device,drive=root",
+		)
+	}
 	// extraFiles lists the VMM's inherited fds in the order Start passes
 	// them: ExtraFiles[i] becomes fd 3+i in the child.
 	if len(spec.Channels) > 0 {
@@ -189,6 +201,9 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if spec.NIC != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.NIC)
 	}
+	if spec.RootDisk.NBD != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.RootDisk.NBD)
+	}
 	startErr := ctx.Err()
 	if startErr == nil {
 		startErr = vmm.StartChild(cmd)
@@ -218,7 +233,7 @@ func validate(spec vmm.Spec) error {
 		return fmt.Errorf("qemu: %d vCPUs is out of range 1..255", spec.CPUs)
 	case spec.MemoryMiB < 64:
 		return fmt.Errorf("qemu: %d MiB of memory is too little to boot (at least 64)", spec.MemoryMiB)
-	case spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
+	case spec.RootDisk.NBD == nil && spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
 		return fmt.Errorf("qemu: unsupported disk format %q", spec.RootDisk.Format)
 	case spec.NIC != nil && (spec.NICMTU < 68 || spec.NICMTU > 65535):
 		return fmt.Errorf("qemu: NIC MTU %d is out of range 68..65535", spec.NICMTU)
@@ -228,7 +243,11 @@ func validate(spec vmm.Spec) error {
 			return fmt.Errorf("qemu: invalid channel name %q", ch.Name)
 		}
 	}
-	for _, p := range []string{spec.Kernel, spec.Initrd, spec.RootDisk.Path} {
+	files := []string{spec.Kernel, spec.Initrd}
+	if spec.RootDisk.NBD == nil {
+		files = append(files, spec.RootDisk.Path)
+	}
+	for _, p := range files {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("qemu: %w", err)
 		}

@@ -54,6 +54,18 @@ func TestArgs(t *testing.T) {
 		t.Errorf("NIC args: %s", j)
 	}
 
+	nbdArgs := strings.Join((&Engine{accel: AccelTCG}).args(vmm.Spec{
+		CPUs: 1, MemoryMiB: 256,
+		RootDisk: vmm.Disk{ReadOnly: true, NBD: os.Stdin},
+		Channels: []vmm.Channel{{Name: "control"}},
+		NIC:      os.Stdin, NICMTU: 1500,
+	}), " ")
+	// The NBD socket follows the channels and the NIC in ExtraFiles.
+	if !strings.Contains(nbdArgs, "-blockdev driver=nbd,server.type=fd,server.str=5,export=root,node-name=root,read-only=on") ||
+		strings.Contains(nbdArgs, "-drive") {
+		t.Errorf("NBD root args: %s", nbdArgs)
+	}
+
 	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}})
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm") || !slices.Contains(kvm, "host") {
 		t.Errorf("KVM args: %v", kvm)

@@ -50,7 +50,7 @@ func helperCmd(ctx context.Context, dir, op string, args ...string) *exec.Cmd {
 // TestHelperSyscall is the child of sys, not a test.
 func TestHelperSyscall(t *testing.T) {
 	if os.Getenv("VFS_HELPER_SYSCALL") == "" {
-		t.Skip("run by sys")
+		t.Skip("helper process: runs only as the child that sys() starts")
 	}
 	args := os.Args
 	for i, a := range args {

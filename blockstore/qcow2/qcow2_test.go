@@ -15,7 +15,7 @@ import (
 func needQemuImg(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed")
+		t.Skip("qemu-img is not installed here (scripts/build.sh installs qemu-utils)")
 	}
 }
 
@@ -167,10 +167,10 @@ func TestBuiltInImage(t *testing.T) {
 	needQemuImg(t)
 	path := "../../platform-packages/linux-x64-gnu/artifacts/images/debian-13-slim.qcow2"
 	if _, err := os.Stat(path); err != nil {
-		t.Skip("built-in image not present")
+		t.Skip("built-in image not built (run scripts/build.sh)")
 	}
 	if testing.Short() {
-		t.Skip("short")
+		t.Skip("-short: skips decoding the whole built-in image")
 	}
 	rawPath := filepath.Join(t.TempDir(), "debian.raw")
 	run(t, "qemu-img", "convert", "-O", "raw", path, rawPath)

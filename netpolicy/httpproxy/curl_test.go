@@ -16,7 +16,7 @@ import (
 func TestCurl(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
-		t.Skip("curl not installed")
+		t.Skip("curl is not installed here (scripts/test.sh installs it)")
 	}
 	o := newOrigin(t, true, true, nil)
 	h := newHarness(t, o.addr(), "example.com", injector(nil), originRootsPEM(o))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,12 +41,13 @@ func NewClient(conn io.ReadWriteCloser) (*Client, error) {
 	return &Client{conn: conn, done: make(chan struct{})}, nil
 }
 
-// Handshake starts the session and exchanges hellos with the guest. The host
-// may call it as soon as the channel is connected: the guest answers once it
-// has booted, so ctx bounds the boot. A guest speaking another protocol
-// version gives a *VersionError. Handshake may be called once; when it fails
-// the Client is closed.
-func (c *Client) Handshake(ctx context.Context) (GuestInfo, error) {
+// Handshake starts the session and exchanges hellos with the guest, which
+// does setup before it answers. The host may call it as soon as the channel
+// is connected: the guest answers once it has booted, so ctx bounds the
+// boot. A guest speaking another protocol version gives a *VersionError; a
+// guest that failed the setup, a *GuestError with its reason. Handshake may
+// be called once; when it fails the Client is closed.
+func (c *Client) Handshake(ctx context.Context, setup Setup) (GuestInfo, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -66,7 +68,7 @@ func (c *Client) Handshake(ctx context.Context) (GuestInfo, error) {
 	c.mu.Unlock()
 	go c.watch(session)
 
-	info, err := c.hello(ctx)
+	info, err := c.hello(ctx, setup)
 	if err != nil {
 		c.Close()
 		return GuestInfo{}, err
@@ -77,7 +79,7 @@ func (c *Client) Handshake(ctx context.Context) (GuestInfo, error) {
 	return info, nil
 }
 
-func (c *Client) hello(ctx context.Context) (GuestInfo, error) {
+func (c *Client) hello(ctx context.Context, setup Setup) (GuestInfo, error) {
 	const op = "handshake"
 	stream, err := c.openStream(op, false)
 	if err != nil {
@@ -86,7 +88,7 @@ func (c *Client) hello(ctx context.Context) (GuestInfo, error) {
 	defer stream.Close()
 	defer cancelOnDone(ctx, stream)()
 
-	if err := wire.WriteMessage(stream, &wire.Hello{Version: wire.Version, Capabilities: []string{}}); err != nil {
+	if err := wire.WriteMessage(stream, &wire.Hello{Version: wire.Version, Capabilities: []string{}, TrustAnchors: setup.TrustAnchors}); err != nil {
 		return GuestInfo{}, c.streamError(ctx, op, err)
 	}
 	m, err := wire.ReadGuestMessage(stream)
@@ -97,6 +99,10 @@ func (c *Client) hello(ctx context.Context) (GuestInfo, error) {
 	case *wire.HelloReply:
 		if m.Version != wire.Version {
 			return GuestInfo{}, &VersionError{Host: wire.Version, Guest: m.Version}
+		}
+		if len(setup.TrustAnchors) > 0 && !slices.Contains(m.Capabilities, CapabilityTrustAnchors) {
+			// It answered without installing them: fail closed.
+			return GuestInfo{}, &GuestError{Op: op, Message: "the guest cannot install trust anchors (its sandbox-init predates them)"}
 		}
 		info := GuestInfo{
 			ProtocolVersion: m.Version,

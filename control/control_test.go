@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,7 +77,7 @@ func startReady(t *testing.T) (*control.Client, *guest) {
 	c, g := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.Handshake(ctx); err != nil {
+	if _, err := c.Handshake(ctx, control.Setup{}); err != nil {
 		t.Fatalf("Handshake: %v", err)
 	}
 	return c, g
@@ -117,7 +118,7 @@ func sh(script string) control.Command {
 
 func TestHandshake(t *testing.T) {
 	c, _ := start(t)
-	info, err := c.Handshake(context.Background())
+	info, err := c.Handshake(context.Background(), control.Setup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,9 +131,64 @@ func TestHandshake(t *testing.T) {
 	if !strings.Contains(strings.Join(info.Capabilities, ","), "exec") {
 		t.Errorf("capabilities = %q", info.Capabilities)
 	}
-	if _, err := c.Handshake(context.Background()); err == nil {
+	if _, err := c.Handshake(context.Background(), control.Setup{}); err == nil {
 		t.Error("second Handshake succeeded")
 	}
+}
+
+// startWith is start with a Server whose Prepare is prepare.
+func startWith(t *testing.T, prepare func(context.Context, control.Setup) error) *control.Client {
+	t.Helper()
+	hostConn, guestConn := socketPair(t)
+	srv := &control.Server{Handler: &controltest.Handler{}, KernelRelease: "6.1.0-test", Prepare: prepare}
+	go srv.Serve(context.Background(), guestConn)
+	c, err := control.NewClient(hostConn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestHandshakeSetup(t *testing.T) {
+	const anchor = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+	t.Run("installed before ready", func(t *testing.T) {
+		var got []string
+		c := startWith(t, func(_ context.Context, s control.Setup) error {
+			got = s.TrustAnchors
+			return nil
+		})
+		info, err := c.Handshake(context.Background(), control.Setup{TrustAnchors: []string{anchor}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != anchor {
+			t.Errorf("Prepare got %q", got)
+		}
+		if !slices.Contains(info.Capabilities, control.CapabilityTrustAnchors) {
+			t.Errorf("capabilities = %q", info.Capabilities)
+		}
+		if code, err := c.Run(context.Background(), sh("exit 3"), nil); code != 3 || err != nil {
+			t.Errorf("Run after setup = %d, %v", code, err)
+		}
+	})
+	t.Run("failure is the guest's answer", func(t *testing.T) {
+		c := startWith(t, func(context.Context, control.Setup) error {
+			return errors.New("image has no CA bundle")
+		})
+		_, err := c.Handshake(context.Background(), control.Setup{TrustAnchors: []string{anchor}})
+		var ge *control.GuestError
+		if !errors.As(err, &ge) || !strings.Contains(err.Error(), "image has no CA bundle") {
+			t.Fatalf("Handshake = %v, want the guest's reason", err)
+		}
+	})
+	t.Run("guest that cannot install fails closed", func(t *testing.T) {
+		c, _ := start(t) // no Prepare
+		_, err := c.Handshake(context.Background(), control.Setup{TrustAnchors: []string{anchor}})
+		if err == nil || !strings.Contains(err.Error(), "cannot install trust anchors") {
+			t.Fatalf("Handshake = %v", err)
+		}
+	})
 }
 
 func TestRun(t *testing.T) {
@@ -394,7 +450,7 @@ func TestClose(t *testing.T) {
 	if _, err := c.Run(context.Background(), sh("true"), nil); !errors.Is(err, control.ErrNoHandshake) {
 		t.Errorf("Run before Handshake: %v, want ErrNoHandshake", err)
 	}
-	if _, err := c.Handshake(context.Background()); err != nil {
+	if _, err := c.Handshake(context.Background(), control.Setup{}); err != nil {
 		t.Fatal(err)
 	}
 	pending := make(chan error, 1)
@@ -427,7 +483,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := c.Handshake(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.Handshake(ctx, control.Setup{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Handshake = %v, want DeadlineExceeded", err)
 	}
 	if !errors.Is(c.Err(), control.ErrClosed) {
@@ -469,7 +525,7 @@ func TestVersionMismatch(t *testing.T) {
 			wire.WriteMessage(stream, &wire.HelloReply{Version: 2})
 		})
 		c, _ := control.NewClient(hostConn)
-		_, err := c.Handshake(context.Background())
+		_, err := c.Handshake(context.Background(), control.Setup{})
 		var ve *control.VersionError
 		if !errors.Is(err, control.ErrVersionMismatch) || !errors.As(err, &ve) || ve.Host != 1 || ve.Guest != 2 {
 			t.Fatalf("Handshake = %v, want a VersionError host 1 guest 2", err)
@@ -541,7 +597,7 @@ func TestGuestProtocolViolation(t *testing.T) {
 			})
 			c, _ := control.NewClient(hostConn)
 			defer c.Close()
-			if _, err := c.Handshake(context.Background()); err != nil {
+			if _, err := c.Handshake(context.Background(), control.Setup{}); err != nil {
 				t.Fatal(err)
 			}
 			_, err := c.Run(context.Background(), sh("true"), nil)
@@ -634,7 +690,7 @@ func FuzzClientRun(f *testing.F) {
 		})
 		c, _ := control.NewClient(hostConn)
 		defer c.Close()
-		if _, err := c.Handshake(context.Background()); err != nil {
+		if _, err := c.Handshake(context.Background(), control.Setup{}); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

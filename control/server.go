@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,10 @@ type Server struct {
 	// KernelRelease and Boot are reported in the hello reply.
 	KernelRelease string
 	Boot          []BootEvent
+	// Prepare, if set, does the host's Setup before the hello is answered;
+	// its error is the guest's answer instead, and the guest stays not
+	// ready. Without it the guest does not announce CapabilityTrustAnchors.
+	Prepare func(ctx context.Context, s Setup) error
 	// Log, if set, receives diagnostics that cannot reach the host:
 	// yamux's own and failed writes of replies.
 	Log io.Writer
@@ -140,7 +145,7 @@ func (st *serverSession) serve(ctx context.Context, stream *yamux.Stream) {
 	}
 	switch m := m.(type) {
 	case *wire.Hello:
-		st.hello(w, m)
+		st.hello(ctx, w, m)
 	case *wire.Exec:
 		st.exec(w, m)
 	case *wire.Shutdown:
@@ -148,10 +153,14 @@ func (st *serverSession) serve(ctx context.Context, stream *yamux.Stream) {
 	}
 }
 
-func (st *serverSession) hello(w *messageWriter, m *wire.Hello) {
+func (st *serverSession) hello(ctx context.Context, w *messageWriter, m *wire.Hello) {
+	caps := capabilities
+	if st.srv.Prepare != nil {
+		caps = append(slices.Clip(caps), CapabilityTrustAnchors)
+	}
 	reply := &wire.HelloReply{
 		Version:       wire.Version,
-		Capabilities:  capabilities,
+		Capabilities:  caps,
 		KernelRelease: st.srv.KernelRelease,
 		Boot:          []wire.BootEvent{},
 	}
@@ -161,6 +170,12 @@ func (st *serverSession) hello(w *messageWriter, m *wire.Hello) {
 	// On a mismatch the guest still answers with its version so that the
 	// host can name both; it then refuses every operation.
 	if m.Version == wire.Version {
+		if st.srv.Prepare != nil {
+			if err := st.srv.Prepare(ctx, Setup{TrustAnchors: m.TrustAnchors}); err != nil {
+				w.write(&wire.Error{Message: errorMessage(err)})
+				return
+			}
+		}
 		st.ready.Store(true)
 	}
 	w.write(reply)

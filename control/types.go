@@ -60,6 +60,19 @@ func (fd FD) String() string {
 // (flow control) without affecting other commands.
 type OutputSink func(fd FD, chunk []byte)
 
+// Setup is what the host asks the guest to do before it is ready; it
+// travels with the host's hello.
+type Setup struct {
+	// TrustAnchors are PEM certificates (the sandbox's HTTPS interception
+	// CA) the guest adds to its system trust store before any command
+	// runs. The handshake fails when the guest cannot install them.
+	TrustAnchors []string
+}
+
+// CapabilityTrustAnchors is announced by a guest that installs
+// Setup.TrustAnchors.
+const CapabilityTrustAnchors = "trust-anchors"
+
 // GuestInfo is what the guest reports in the handshake.
 type GuestInfo struct {
 	// ProtocolVersion is the guest's protocol version; equal to the host's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/netpolicy"
@@ -40,6 +41,9 @@ type policyEvent struct {
 type policyDecision struct {
 	Action    string      `json:"action"`
 	Resolvers []jsAddress `json:"resolvers"`
+	// MiddlewareID names the JS middleware of an "http" decision; 0 for
+	// none.
+	MiddlewareID uint64 `json:"middlewareId"`
 }
 
 func (p jsPolicy) Decide(ctx context.Context, f netpolicy.Flow) (netpolicy.Decision, error) {
@@ -67,7 +71,12 @@ func (p jsPolicy) Decide(ctx context.Context, f netpolicy.Flow) (netpolicy.Decis
 	case "accept":
 		return netpolicy.Decision{Action: netpolicy.Accept}, nil
 	case "http":
-		return netpolicy.Decision{Action: netpolicy.AcceptHTTP}, nil
+		dec := netpolicy.Decision{Action: netpolicy.AcceptHTTP}
+		if id := d.MiddlewareID; id != 0 {
+			dec.Middleware = jsMiddleware{cb: p.cb, id: id}
+			dec.Release = func() { p.releaseMiddleware(id) }
+		}
+		return dec, nil
 	case "dns":
 		dec := netpolicy.Decision{Action: netpolicy.AcceptDNS}
 		for _, r := range d.Resolvers {
@@ -84,4 +93,10 @@ func (p jsPolicy) Decide(ctx context.Context, f netpolicy.Flow) (netpolicy.Decis
 		return dec, nil
 	}
 	return netpolicy.Decision{}, fmt.Errorf("network policy answered unknown action %q", d.Action)
+}
+
+// releaseMiddleware tells JavaScript to forget a flow's middleware. It does
+// not wait: the flow is over, and a failure only means JavaScript is gone.
+func (p jsPolicy) releaseMiddleware(id uint64) {
+	go p.cb.Call(context.Background(), "http-release", strconv.AppendUint(nil, id, 10))
 }

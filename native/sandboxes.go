@@ -60,7 +60,10 @@ type bootRequest struct {
 		Path   string `json:"path"`
 		Access string `json:"access"` // "read-only" or "posix"
 	} `json:"mounts"`
-	Network       bool   `json:"network"`
+	Network bool `json:"network"`
+	// ExtraCACerts is $NODE_EXTRA_CA_CERTS as JavaScript sees it: the
+	// process environment the Go runtime copied at load may predate it.
+	ExtraCACerts  string `json:"extraCaCerts"`
 	ConsoleOutput string `json:"consoleOutput"`
 }
 
@@ -90,9 +93,16 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	if req.Network || len(req.Mounts) > 0 {
 		events = r.KeepHandler()
 	}
-	var policy netpolicy.Policy
+	var (
+		policy        netpolicy.Policy
+		upstreamRoots []byte
+	)
 	if req.Network {
 		policy = jsPolicy{events}
+		if upstreamRoots, err = readExtraCACerts(req.ExtraCACerts); err != nil {
+			events.Release()
+			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: err.Error()}
+		}
 	}
 	mounts := make([]lane.Mount, len(req.Mounts))
 	for i, m := range req.Mounts {
@@ -108,17 +118,18 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		}
 	}
 	l, err := lane.Boot(ctx, lane.Config{
-		Engine:        engine,
-		Kernel:        req.Kernel,
-		Initrd:        req.Initrd,
-		RootDisk:      vmm.Disk{Path: req.RootDisk.Path, Format: req.RootDisk.Format, ReadOnly: req.RootDisk.ReadOnly},
-		CPUs:          req.CPUs,
-		MemoryMiB:     req.MemoryMiB,
-		ConsoleOutput: req.ConsoleOutput,
-		BootTimeout:   timeout,
-		Network:       policy,
-		Mounts:        mounts,
-		Log:           os.Stderr,
+		Engine:           engine,
+		Kernel:           req.Kernel,
+		Initrd:           req.Initrd,
+		RootDisk:         vmm.Disk{Path: req.RootDisk.Path, Format: req.RootDisk.Format, ReadOnly: req.RootDisk.ReadOnly},
+		UpstreamRootsPEM: upstreamRoots,
+		CPUs:             req.CPUs,
+		MemoryMiB:        req.MemoryMiB,
+		ConsoleOutput:    req.ConsoleOutput,
+		BootTimeout:      timeout,
+		Network:          policy,
+		Mounts:           mounts,
+		Log:              os.Stderr,
 	})
 	if err != nil {
 		if events != nil {
@@ -244,4 +255,20 @@ func killEnvSandboxes(env napi.EnvID) {
 	for _, l := range doomed {
 		go l.Kill() // must not block the JS thread; Kill waits for the VMM to exit
 	}
+}
+
+// readExtraCACerts reads the certificates Node trusts besides its own roots
+// (NODE_EXTRA_CA_CERTS), so that intercepted HTTPS trusts the same origins
+// the user's Node code does. Node only warns about an unreadable file; a
+// boot with a network policy fails instead, because every HTTPS request to
+// such an origin would fail later with a less helpful 502.
+func readExtraCACerts(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("NODE_EXTRA_CA_CERTS: %w (the network policy trusts these certificates for intercepted HTTPS; fix or unset the variable)", err)
+	}
+	return pem, nil
 }

@@ -167,7 +167,7 @@ func (o *clientOrigins) sshdConnections(a netip.Addr) int {
 	return n
 }
 
-func (o *clientOrigins) start(t *testing.T) {
+func (o *clientOrigins) start(t *testing.T, _ *harness) {
 	o.startSSHD(t)
 	o.startTLS(t)
 	serveLines(t, netip.AddrPortFrom(originA, redisPort), respReply)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/netpolicy/link"
 )
 
@@ -228,6 +230,12 @@ type harness struct {
 
 	deniedAccepts atomic.Int64
 	customQueries atomic.Int64
+
+	// upstreamRoots are the PEM CAs of origins that serve HTTPS, which
+	// extra origins add; interceptCAFile is the interception CA for the
+	// guest's clients.
+	upstreamRoots   []byte
+	interceptCAFile string
 }
 
 func run(t *testing.T, args ...string) {
@@ -251,7 +259,7 @@ func requireIsolated(t *testing.T) {
 // newHarness sets up this namespace's origins and a guest namespace whose
 // TAP is bridged to a Stack. extraOrigins, if any, start more origins before
 // the goroutine baseline is taken.
-func newHarness(t *testing.T, extraOrigins ...func(*testing.T)) *harness {
+func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harness {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		t.Fatalf("make mounts private: %v", err)
 	}
@@ -267,7 +275,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T)) *harness {
 	h.baseline = runtime.NumGoroutine()
 	h.startOrigins(t)
 	for _, start := range extraOrigins {
-		start(t)
+		start(t, h)
 	}
 	h.baseline = runtime.NumGoroutine()
 
@@ -286,11 +294,39 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T)) *harness {
 		run(t, append([]string{"ip", "netns", "exec", h.netns}, c...)...)
 	}
 
+	// HTTP interception, trusting only the origins' own test CAs upstream.
+	ca, err := httpproxy.NewCA(httpproxy.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.interceptCAFile = filepath.Join(t.TempDir(), "intercept-ca.pem")
+	if err := os.WriteFile(h.interceptCAFile, ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := httpproxy.New(httpproxy.Config{CA: ca, ExtraRootsPEM: h.upstreamRoots, NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest's own resolver is the stack's: ip netns exec bind-mounts
+	// this over /etc/resolv.conf.
+	resolvDir := filepath.Join("/etc/netns", h.netns)
+	if err := os.MkdirAll(resolvDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(resolvDir)
+		os.Remove("/etc/netns") // only if empty: other namespaces may use it
+	})
+	if err := os.WriteFile(filepath.Join(resolvDir, "resolv.conf"), []byte("nameserver 10.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	st, err := netpolicy.New(netpolicy.Config{
 		Policy:         h.policy,
 		MTU:            1500,
 		HostResolvers:  []netip.AddrPort{netip.AddrPortFrom(resolver, 53)},
 		UDPIdleTimeout: 2 * time.Second,
+		HTTP:           proxy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -464,9 +500,11 @@ func (h *harness) startOrigins(t *testing.T) {
 	}()
 
 	zone := map[string][]string{
-		"origin.example.test.": {"origin.example.test. 60 IN A 198.51.100.10"},
-		"www.example.test.":    {"www.example.test. 60 IN CNAME origin.example.test.", "origin.example.test. 60 IN A 198.51.100.10"},
-		"v6.example.test.":     {"v6.example.test. 60 IN AAAA 2001:db8::10"},
+		"origin.example.test.":    {"origin.example.test. 60 IN A 198.51.100.10"},
+		"www.example.test.":       {"www.example.test. 60 IN CNAME origin.example.test.", "origin.example.test. 60 IN A 198.51.100.10"},
+		"v6.example.test.":        {"v6.example.test. 60 IN AAAA 2001:db8::10"},
+		"api.example.test.":       {"api.example.test. 60 IN A 198.51.100.10"},
+		"untrusted.example.test.": {"untrusted.example.test. 60 IN A 198.51.100.10"},
 	}
 	hostDNS := mdns.HandlerFunc(func(w mdns.ResponseWriter, q *mdns.Msg) {
 		r := new(mdns.Msg)
@@ -510,6 +548,8 @@ type testPolicy struct {
 	denyDNS atomic.Bool
 	// dnsWhen, when set, grants a DNS query only if it matches.
 	dnsWhen atomic.Pointer[func(netpolicy.Flow) bool]
+	// http, when set, decides the TCP flows it returns a decision for.
+	http atomic.Pointer[func(netpolicy.Flow) *netpolicy.Decision]
 
 	mu        sync.Mutex
 	flows     []netpolicy.Flow
@@ -529,6 +569,8 @@ func (p *testPolicy) Decide(_ context.Context, f netpolicy.Flow) (netpolicy.Deci
 		return netpolicy.Decision{Action: netpolicy.AcceptDNS, Resolvers: p.resolvers}, nil
 	case f.Dst == netip.AddrPortFrom(originB, 81):
 		return netpolicy.Decision{}, errors.New("policy failed")
+	case p.http.Load() != nil && (*p.http.Load())(f) != nil:
+		return *(*p.http.Load())(f), nil
 	case f.Dst == netip.AddrPortFrom(originA, 80):
 		return netpolicy.Decision{Action: netpolicy.AcceptHTTP}, nil
 	case f.Dst.Addr() == originA || f.Dst.Addr() == origin6:

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 )
 
 // Action is what a Policy decides for a flow.
@@ -16,9 +18,10 @@ const (
 	Deny Action = iota
 	// Accept relays the flow raw to its destination (TCP or UDP).
 	Accept
-	// AcceptHTTP routes a TCP flow through HTTP enforcement. For now it is
-	// relayed raw like Accept; the action is kept distinct for the HTTP
-	// interception layer.
+	// AcceptHTTP routes a TCP flow through HTTP interception
+	// (Config.HTTP): each request is shown to Decision.Middleware, and
+	// bytes that are not HTTP close the flow. Without Config.HTTP it
+	// denies: fail closed.
 	AcceptHTTP
 	// AcceptDNS forwards a DNS query (Flow.DNS) to Decision.Resolvers.
 	// It is the only action that grants a DNS query.
@@ -61,6 +64,13 @@ type Decision struct {
 	// Resolvers are the upstream resolvers for AcceptDNS, tried in order;
 	// empty means the host's (Config.HostResolvers or /etc/resolv.conf).
 	Resolvers []netip.AddrPort
+	// Middleware sees each request of an AcceptHTTP flow; nil passes them
+	// unchanged.
+	Middleware httpproxy.Middleware
+	// Release, when set, is called once the decision is no longer needed:
+	// when the flow it granted has ended, or at once when it granted
+	// nothing. A policy that keeps per-decision state frees it here.
+	Release func()
 }
 
 // Policy decides flows. Decide is called at most once per flow, before

@@ -23,6 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/torkbot/sandbox/netpolicy/dns"
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 )
 
 // dnsPort is the sandbox resolver's port on the gateways.
@@ -101,13 +102,19 @@ func (s *session) goTracked(f func()) bool {
 	return true
 }
 
-// decide asks the policy; an error denies.
-func (s *session) decide(f Flow) Decision {
+// decide asks the policy; an error denies. The caller calls release once
+// it no longer needs the decision (the flow ended).
+func (s *session) decide(f Flow) (d Decision, release func()) {
 	d, err := s.cfg.Policy.Decide(s.ctx, f)
-	if err != nil {
-		return Decision{Action: Deny}
+	if d.Release != nil {
+		release = d.Release
+	} else {
+		release = func() {}
 	}
-	return d
+	if err != nil {
+		return Decision{Action: Deny}, release
+	}
+	return d, release
 }
 
 func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
@@ -141,8 +148,20 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	d := s.decide(Flow{Transport: "tcp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
-	if d.Action != Accept && d.Action != AcceptHTTP {
+	flow := Flow{Transport: "tcp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())}
+	d, release := s.decide(flow)
+	defer release()
+	switch {
+	case d.Action == AcceptHTTP && s.cfg.HTTP != nil:
+		// The interceptor dials per request, so an unreachable upstream
+		// is the guest's 502, not a reset.
+		guest, err := acceptTCP(r)
+		if err != nil {
+			return
+		}
+		s.cfg.HTTP.ServeConn(s.ctx, guest, httpproxy.Flow{Src: src, Dst: dst, Hostname: flow.Hostname, Middleware: d.Middleware})
+		return
+	case d.Action != Accept:
 		r.Complete(true)
 		return
 	}
@@ -158,7 +177,6 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 		up.Close()
 		return
 	}
-	// AcceptHTTP is relayed raw until HTTP enforcement exists.
 	relayTCP(s.ctx, guest, up)
 }
 
@@ -232,7 +250,8 @@ func (s *session) serveUDPFlow(guest *gonet.UDPConn, src, dst netip.AddrPort) {
 		drainUntilIdle(guest, idle)
 		return
 	}
-	d := s.decide(Flow{Transport: "udp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
+	d, release := s.decide(Flow{Transport: "udp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
+	defer release()
 	if d.Action != Accept {
 		drainUntilIdle(guest, idle)
 		return
@@ -362,7 +381,8 @@ func (s *session) serveDNSTCP(guest *gonet.TCPConn, src, gw netip.AddrPort) {
 // network when granted (recording pins), REFUSED when denied, SERVFAIL
 // when no upstream answered.
 func (s *session) resolve(network string, src, gw netip.AddrPort, q *mdns.Msg) *mdns.Msg {
-	d := s.decide(Flow{Transport: network, Src: src, Dst: gw, DNS: true})
+	d, release := s.decide(Flow{Transport: network, Src: src, Dst: gw, DNS: true})
+	defer release()
 	if d.Action != AcceptDNS {
 		return dns.Reply(q, mdns.RcodeRefused)
 	}

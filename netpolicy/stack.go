@@ -17,7 +17,10 @@
 //
 // Each new TCP connection is decided on its SYN: the guest's handshake
 // completes only after the policy granted it and the upstream dial
-// succeeded; otherwise the guest gets a reset. Each new UDP flow (by
+// succeeded; otherwise the guest gets a reset. A connection accepted with
+// AcceptHTTP completes its handshake at once and is served by Config.HTTP
+// (package httpproxy), which dials upstream per request: an unreachable
+// upstream is then the guest's 502. Each new UDP flow (by
 // 5-tuple) is decided on its first datagram and lives until it was idle
 // for Config.UDPIdleTimeout; a denied flow's datagrams are dropped for the
 // same lifetime (the policy is not asked again). Each DNS query to a
@@ -59,6 +62,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/torkbot/sandbox/netpolicy/dns"
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/netpolicy/link"
 )
 
@@ -118,6 +122,9 @@ type Config struct {
 	UDPIdleTimeout time.Duration
 	// DialTimeout is 0 for DefaultDialTimeout.
 	DialTimeout time.Duration
+	// HTTP intercepts the flows a policy accepts with AcceptHTTP; it should
+	// dial upstream through Dialer. Nil makes AcceptHTTP deny.
+	HTTP *httpproxy.Proxy
 }
 
 // Stack is one sandbox's network. It is safe for concurrent use.

@@ -157,6 +157,7 @@ func (p *initProcess) run() error {
 		KernelRelease: kernelRelease,
 		Boot:          p.boot,
 		Log:           p.log,
+		Prepare:       new(trustSetup).prepare,
 	}
 	p.log.logf("serving on channel %q", controlChannel)
 	if err := srv.Serve(context.Background(), ch); err != nil {

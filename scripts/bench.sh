@@ -27,3 +27,8 @@ else
   gvargs=(-gvproxy-skip "go install gvproxy@v0.8.9 failed: $(tail -n 1 "$gvtmp/build.log")")
 fi
 build/bench-net "${gvargs[@]}"
+
+# HTTP interception vs raw accept() of the same flows (bench/http.mjs), in a
+# network namespace of its own whose only origin is on loopback.
+SANDBOX_NETNS_INSIDE=1 unshare --net -- bash -c \
+  'ip link set lo up && ip addr add 198.51.100.10/32 dev lo && exec node bench/http.mjs'

@@ -9,6 +9,7 @@ import type { CheckedBootOptions } from "./boot-options.js";
 import { NativeSandboxInstance, type SandboxInstance } from "./instance.js";
 import { mountAccess, mountEventHandler, type MountAccess } from "./mount-events.js";
 import { callNative, protocolViolation, type NativeEventHandler, type NativeRuntime } from "./native.js";
+import type { HttpEvent } from "./http-middleware.js";
 import { PolicyEvaluator, type PolicyEvent } from "./policy-evaluation.js";
 import type { NetworkPolicy } from "./network-types.js";
 import type { Rootfs } from "./rootfs.js";
@@ -37,14 +38,21 @@ export interface BootRequest {
   readonly mounts: readonly { readonly path: string; readonly access: MountAccess }[];
   /** A NIC behind the policy engine; false means no NIC at all (nothing can leave). */
   readonly network: boolean;
+  /**
+   * $NODE_EXTRA_CA_CERTS, trusted with the system roots for the upstream
+   * side of intercepted HTTPS. Sent from here because the addon's copy of
+   * the environment is the one of the moment it was loaded.
+   */
+  readonly extraCaCerts?: string;
   /** Where the guest console goes ($SANDBOX_CONSOLE_OUTPUT), for debugging. */
   readonly consoleOutput?: string;
 }
 
 /**
  * What the guest calls into JavaScript for, from boot to close: the mounts'
- * filesystem operations ("fs", "fs-abort") and the network policy's
- * decisions ("policy"). Undefined when it never does.
+ * filesystem operations ("fs", "fs-abort"), and the network policy's
+ * decisions ("policy") and HTTP middleware ("http", "http-release").
+ * Undefined when it never does.
  */
 function guestEventHandler(network: NetworkPolicy | undefined, options: CheckedBootOptions): NativeEventHandler | undefined {
   const mounts = options.mounts.length > 0 ? mountEventHandler(options.mounts) : undefined;
@@ -53,6 +61,13 @@ function guestEventHandler(network: NetworkPolicy | undefined, options: CheckedB
   return async (event, payload) => {
     if (event === "policy" && policy !== undefined) {
       return JSON.stringify(await policy.evaluate(JSON.parse(decoder.decode(payload)) as PolicyEvent));
+    }
+    if (event === "http" && policy !== undefined) {
+      return JSON.stringify(await policy.runMiddleware(JSON.parse(decoder.decode(payload)) as HttpEvent));
+    }
+    if (event === "http-release" && policy !== undefined) {
+      policy.releaseMiddleware(Number(decoder.decode(payload)));
+      return undefined;
     }
     return mounts?.(event, payload);
   };
@@ -77,6 +92,9 @@ export async function bootSandbox(
     memoryMiB: plan.memoryMiB,
     mounts: options.mounts.map((mount) => ({ path: mount.path, access: mountAccess(mount.fileSystem) })),
     network: plan.network !== undefined,
+    ...(plan.network !== undefined && process.env.NODE_EXTRA_CA_CERTS
+      ? { extraCaCerts: process.env.NODE_EXTRA_CA_CERTS }
+      : {}),
     ...(consoleOutput === undefined ? {} : { consoleOutput }),
   };
   const response = await callNative(runtime.addon, "boot", request, guestEventHandler(plan.network, options));

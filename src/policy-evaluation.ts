@@ -1,11 +1,12 @@
 // Turns one policy event into one decision by running the user's
-// `network.policy` handler. Internal: used by unit tests now and by the
-// native network path, which will send events and act on the decisions.
+// `network.policy` handler, and runs the middleware of HTTP decisions for
+// their flows' requests until the native side releases them.
 //
 // Fail closed: a handler that grants nothing, throws, or rejects yields
 // "deny". A malformed event (a native bug) rejects instead.
 
 import { createConnection, GrantRecorder, type PolicyEvent } from "./connection.js";
+import { runHttpMiddleware, type HttpEvent, type HttpVerdict } from "./http-middleware.js";
 import type { SocketAddress } from "./endpoint.js";
 import { policyHandler } from "./network.js";
 import type { HttpRequestMiddleware, NetworkConnectionRequestHandler, NetworkPolicy } from "./network-types.js";
@@ -61,6 +62,13 @@ export class PolicyEvaluator {
   /** The middleware of an HTTP decision, until released. */
   middleware(id: number): HttpRequestMiddleware | undefined {
     return this.#middleware.get(id);
+  }
+
+  /** Runs the middleware an "http" event names; rejects (refusing the request) when it throws. */
+  async runMiddleware(event: HttpEvent): Promise<HttpVerdict> {
+    const middleware = this.#middleware.get(event.middlewareId);
+    if (middleware === undefined) throw new Error(`no HTTP middleware ${event.middlewareId}: its flow was released`);
+    return runHttpMiddleware(middleware, event);
   }
 
   /** Forgets an HTTP decision's middleware once its flow has closed. */

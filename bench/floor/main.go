@@ -102,7 +102,7 @@ func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) 
 	}
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := client.Handshake(hctx); err != nil {
+	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
 		vm.Kill()
 		return nil, nil, fmt.Errorf("handshake: %w", err)
 	}

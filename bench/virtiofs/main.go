@@ -113,7 +113,7 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := client.Handshake(ctx); err != nil {
+	if _, err := client.Handshake(ctx, control.Setup{}); err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	sh := func(script string) (string, error) {

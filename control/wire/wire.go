@@ -40,6 +40,8 @@ const (
 	maxBootEvents   = 64
 	maxKernelLen    = 256
 	maxExitCode     = 255
+	maxTrustAnchors = 8
+	maxAnchorLen    = 16 << 10 // one PEM certificate
 )
 
 // Type is the first byte of a message header. Host-to-guest types are in
@@ -106,6 +108,9 @@ type Message interface {
 type Hello struct {
 	Version      int      `json:"version"`
 	Capabilities []string `json:"capabilities"`
+	// TrustAnchors are PEM certificates the guest must trust for TLS
+	// before it answers; omitted when there are none.
+	TrustAnchors []string `json:"trustAnchors,omitempty"`
 }
 
 // HelloReply answers Hello (guest to host). The guest sends its own version
@@ -292,6 +297,14 @@ func readMessage(r io.Reader, newMessage func(Type) Message) (Message, error) {
 func validate(m Message) error {
 	switch m := m.(type) {
 	case *Hello:
+		if len(m.TrustAnchors) > maxTrustAnchors {
+			return fmt.Errorf("more than %d trust anchors", maxTrustAnchors)
+		}
+		for _, a := range m.TrustAnchors {
+			if a == "" || len(a) > maxAnchorLen {
+				return fmt.Errorf("trust anchor of %d bytes", len(a))
+			}
+		}
 		return validateTokens("capabilities", m.Capabilities)
 	case *HelloReply:
 		if err := validateTokens("capabilities", m.Capabilities); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/vfs"
 	"github.com/torkbot/sandbox/vmm"
 )
@@ -105,6 +106,9 @@ type Config struct {
 	// Network, when set, gives the guest a NIC whose every flow the policy
 	// decides. Without it the guest has no NIC at all.
 	Network netpolicy.Policy
+	// UpstreamRootsPEM are certificates trusted, besides the system roots,
+	// for the upstream side of intercepted HTTPS (NODE_EXTRA_CA_CERTS).
+	UpstreamRootsPEM []byte
 	// Mounts are host-implemented filesystems the guest mounts at boot.
 	Mounts []Mount
 	// Log receives what the host-side services report about guest requests
@@ -212,8 +216,20 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		nicHost *os.File
 		err     error
 	)
+	var setup control.Setup
 	if cfg.Network != nil {
-		if stack, err = netpolicy.New(netpolicy.Config{Policy: cfg.Network, MTU: nicMTU}); err != nil {
+		// A fresh CA per boot: its key never leaves this process and dies
+		// with the lane; the guest trusts its certificate (control.Setup).
+		ca, err := httpproxy.NewCA(httpproxy.CAOptions{})
+		if err != nil {
+			return fail(fmt.Errorf("set up HTTPS interception: %w", err))
+		}
+		proxy, err := httpproxy.New(httpproxy.Config{CA: ca, ExtraRootsPEM: cfg.UpstreamRootsPEM})
+		if err != nil {
+			return fail(fmt.Errorf("set up HTTPS interception: %w", err))
+		}
+		setup.TrustAnchors = []string{string(ca.CertPEM())}
+		if stack, err = netpolicy.New(netpolicy.Config{Policy: cfg.Network, MTU: nicMTU, HTTP: proxy}); err != nil {
 			return fail(fmt.Errorf("set up the network: %w", err))
 		}
 		if nicHost, spec.NIC, err = socketPair(); err != nil {
@@ -327,7 +343,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	hs := make(chan handshake, 1)
 	go func() {
-		info, err := l.client.Handshake(bootCtx)
+		info, err := l.client.Handshake(bootCtx, setup)
 		hs <- handshake{info, err}
 	}()
 	select {
@@ -337,7 +353,11 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 			go l.watch()
 			return l, nil
 		}
+		var refused *control.GuestError
 		switch {
+		case errors.As(r.err, &refused):
+			// Init could not do the setup (e.g. install the CA).
+			err = &BootError{Reason: refused.Message, ConsoleTail: tail.String()}
 		case errors.Is(bootCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 			err = &BootTimeoutError{After: cfg.BootTimeout, ConsoleTail: tail.String()}
 		case machineExited(machine):

@@ -17,6 +17,9 @@ type Flow struct {
 	// Hostname is the name the sandbox resolver pinned to Dst.Addr(), or ""
 	// if there is none. It is the only trusted name (see the package doc).
 	Hostname string
+	// Middleware sees every request of the flow; nil passes every request
+	// unchanged. The policy picks it per flow.
+	Middleware Middleware
 }
 
 // Protocol values of Request.Protocol.

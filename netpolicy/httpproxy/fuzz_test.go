@@ -47,13 +47,6 @@ func FuzzServeConn(f *testing.F) {
 		NoSystemRoots: true,
 		SniffTimeout:  100 * time.Millisecond,
 		IdleTimeout:   100 * time.Millisecond,
-		Middleware: httpproxy.MiddlewareFunc(func(ctx context.Context, r *httpproxy.Request) error {
-			if r.Method == "DELETE" {
-				return errors.New("denied")
-			}
-			r.Header.Set("Authorization", "x")
-			return nil
-		}),
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -62,6 +55,13 @@ func FuzzServeConn(f *testing.F) {
 		Src:      netip.MustParseAddrPort("10.0.2.2:40000"),
 		Dst:      netip.MustParseAddrPort("192.0.2.1:80"),
 		Hostname: "example.com",
+		Middleware: httpproxy.MiddlewareFunc(func(ctx context.Context, r *httpproxy.Request) error {
+			if r.Method == "DELETE" {
+				return errors.New("denied")
+			}
+			r.Header.Set("Authorization", "x")
+			return nil
+		}),
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		guest, host := net.Pipe()

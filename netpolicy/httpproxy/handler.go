@@ -162,7 +162,7 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, h := range hop {
 		req.Header.Del(h)
 	}
-	if mw := fc.p.cfg.Middleware; mw != nil {
+	if mw := fc.flow.Middleware; mw != nil {
 		if err := mw.Handle(r.Context(), req); err != nil {
 			plainError(w, http.StatusForbidden, msgDenied)
 			return

@@ -29,8 +29,6 @@ var (
 type Config struct {
 	// CA mints the certificates presented to the guest. Required.
 	CA *CA
-	// Middleware sees every request; nil passes every request unchanged.
-	Middleware Middleware
 	// Dialer opens upstream connections; nil means a *net.Dialer.
 	Dialer Dialer
 	// ExtraRootsPEM are PEM certificates trusted for upstream TLS in

@@ -150,7 +150,6 @@ func newHarness(t *testing.T, dst netip.AddrPort, hostname string, mw httpproxy.
 	h := &harness{t: t, ca: ca, dialer: &loopbackDialer{t: t}}
 	h.proxy, err = httpproxy.New(httpproxy.Config{
 		CA:            ca,
-		Middleware:    mw,
 		Dialer:        h.dialer,
 		ExtraRootsPEM: extraRoots,
 		NoSystemRoots: true,
@@ -178,7 +177,7 @@ func newHarness(t *testing.T, dst netip.AddrPort, hostname string, mw httpproxy.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := h.proxy.ServeConn(ctx, c, httpproxy.Flow{Src: src, Dst: dst, Hostname: hostname})
+				err := h.proxy.ServeConn(ctx, c, httpproxy.Flow{Src: src, Dst: dst, Hostname: hostname, Middleware: mw})
 				h.mu.Lock()
 				h.errs = append(h.errs, err)
 				h.mu.Unlock()

@@ -258,11 +258,25 @@ describe("boot request", () => {
   const plan = (overrides: Partial<SandboxPlan> = {}): SandboxPlan =>
     ({ rootfs: rootfs.builtIn("debian:13-slim"), cpus: 2, memoryMiB: 1024, network: undefined, ...overrides });
 
-  test("carries artifacts, base identity, resources, mounts, network and console output", async () => {
+  /** Runs `f` with NODE_EXTRA_CA_CERTS set to `value` (or unset), restoring it after. */
+  async function withExtraCACerts<T>(value: string | undefined, f: () => Promise<T>): Promise<T> {
+    const saved = process.env.NODE_EXTRA_CA_CERTS;
+    if (value === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+    else process.env.NODE_EXTRA_CA_CERTS = value;
+    try {
+      return await f();
+    } finally {
+      if (saved === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+      else process.env.NODE_EXTRA_CA_CERTS = saved;
+    }
+  }
+
+  test("carries artifacts, base identity, resources, mounts, network, upstream CAs and console output", async () => {
     const directory = platformDirectory(debian);
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
     const options = checkBootOptions({ mounts: { "/workspace/": fs.virtual(fs.memory()), "/mnt": fs.virtual(fs.memory()) }, cwd: "/workspace" });
-    const lane = await bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, "/tmp/console.log");
+    const lane = await withExtraCACerts("/tmp/extra-ca.pem", () =>
+      bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, "/tmp/console.log"));
     assert.deepEqual(addon.callsOf("boot")[0], {
       kernel: join(directory, "artifacts/kernel/vmlinux"),
       initrd: join(directory, "artifacts/kernel/initrd.cpio"),
@@ -276,6 +290,7 @@ describe("boot request", () => {
       memoryMiB: 1024,
       mounts: [{ path: "/mnt", access: "posix" }, { path: "/workspace", access: "posix" }],
       network: true,
+      extraCaCerts: "/tmp/extra-ca.pem",
       consoleOutput: "/tmp/console.log",
     });
     await lane.exec("pwd");
@@ -283,11 +298,13 @@ describe("boot request", () => {
     assert.deepEqual(addon.callsOf("exec")[0]?.id, 7);
   });
 
-  test("no network policy means no NIC; no console output unless asked", async () => {
+  test("no network policy means no NIC and no upstream CAs; no console output unless asked", async () => {
     const addon = new FakeNativeAddon();
-    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), undefined);
+    await withExtraCACerts("/tmp/extra-ca.pem", () =>
+      bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), undefined));
     const request = addon.callsOf("boot")[0] ?? {};
     assert.equal(request.network, false);
+    assert.equal("extraCaCerts" in request, false);
     assert.equal("consoleOutput" in request, false);
     assert.deepEqual(request.mounts, []);
   });

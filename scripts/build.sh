@@ -39,3 +39,7 @@ go build -trimpath -buildmode=c-shared -ldflags="-s -w -X main.packageVersion=$v
 install -m 0755 build/sandbox.node "$pkg/sandbox.node"
 
 bash scripts/build-guest.sh build/sandbox-init "$pkg"
+
+# The runtime finds artifacts only as an installed user would, through
+# node_modules/@torkbot/sandbox-<platform>; materialise it (scripts/link-current.mjs).
+node scripts/link-current.mjs

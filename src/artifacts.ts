@@ -1,7 +1,11 @@
 // Finds the platform directory for this machine and reads what it holds.
 //
 // Layout of a platform directory (the @torkbot/sandbox-<platform> package):
+//   package.json                      name, version, os/cpu/libc
 //   sandbox.node                      the native addon
+//   sandbox-krun                      the libkrun helper executable (when the
+//                                     platform ships the libkrun engine; on
+//                                     macOS it is what `setup-macos` signs)
 //   artifacts/kernel/vmlinux          guest kernel
 //   artifacts/kernel/initrd.cpio      initrd with sandbox-init
 //   artifacts/images/catalog.json     { "<built-in name>": { file, format, sha256,
@@ -9,15 +13,34 @@
 //   artifacts/images/<file>           the images the catalog names
 //
 // Search order (first hit wins): $SANDBOX_PLATFORM_DIR; the installed
-// @torkbot/sandbox-<platform> package; <package root>/platform-packages/<platform>/
-// for development, when it holds a built addon.
+// @torkbot/sandbox-<platform> package. Nothing else: a development checkout
+// gets the same layout an installed user has, materialised under
+// node_modules by `npm run artifacts:link-current` (scripts/link-current.mjs),
+// so development runs resolve artifacts exactly the way users do.
 
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { codedError, ErrorCodes } from "./errors.js";
 
-export const SUPPORTED_PLATFORMS = ["linux-x64-gnu", "linux-arm64-gnu", "darwin-arm64"] as const;
+/**
+ * The platform table: one row per platform package. package.json of each
+ * package under platform-packages/, the root's optionalDependencies and the
+ * release scripts are checked against it (tests/unit/platform-packages.test.ts,
+ * scripts/release-pack.mjs).
+ */
+export const PLATFORMS = [
+  { key: "linux-x64-gnu", os: "linux", cpu: "x64", libc: "glibc", helperRequired: false },
+  { key: "linux-arm64-gnu", os: "linux", cpu: "arm64", libc: "glibc", helperRequired: false },
+  // On macOS the VM runs through libkrun on Hypervisor.framework, whose
+  // entitlement only an executable can carry (not a library loaded into
+  // node): the helper is required there.
+  { key: "darwin-arm64", os: "darwin", cpu: "arm64", libc: undefined, helperRequired: true },
+] as const;
+
+export const SUPPORTED_PLATFORMS: readonly string[] = PLATFORMS.map((platform) => platform.key);
 export const ADDON_FILE = "sandbox.node";
+/** The libkrun helper, beside the addon (vmm/krun looks for it there). */
+export const HELPER_FILE = "sandbox-krun";
 
 /** e.g. "linux-x64-gnu", "linux-arm64-musl", "darwin-arm64". */
 export function detectPlatformKey(): string {
@@ -35,8 +58,8 @@ export interface PlatformSearch {
   readonly platformKey: string;
   /** $SANDBOX_PLATFORM_DIR, when set and non-empty. */
   readonly overrideDirectory: string | undefined;
-  /** Directory holding this package's package.json. */
-  readonly packageRoot: string;
+  /** This package's version: the platform package must have the same one. */
+  readonly packageVersion?: string;
   /** `require.resolve`: returns a path or throws when the package is absent. */
   readonly resolve: (specifier: string) => string;
 }
@@ -65,16 +88,33 @@ export function findPlatformDirectory(search: PlatformSearch): string {
         `${packageName} is installed at ${installed} but has no ${ADDON_FILE}: reinstall it`,
       );
     }
+    // The root pins its platform packages to its own exact version; a
+    // different one got there by hand (or by a hoisting accident) and would
+    // pair this API with another build's addon, kernel and images.
+    const found = installedVersion(installed);
+    if (search.packageVersion !== undefined && found !== search.packageVersion) {
+      throw codedError(
+        ErrorCodes.notInstalled,
+        `@torkbot/sandbox ${search.packageVersion} needs ${packageName}@${search.packageVersion}, but ${installed} holds version ${found ?? "(unreadable)"}: run npm install ${packageName}@${search.packageVersion}`,
+      );
+    }
     return installed;
   }
-  const development = join(search.packageRoot, "platform-packages", search.platformKey);
-  if (existsSync(join(development, ADDON_FILE))) return development;
-  throw notInstalledError(search.platformKey);
+  throw notInstalledError(search.platformKey, search.packageVersion);
 }
 
-function notInstalledError(platformKey: string): Error {
+function installedVersion(directory: string): string | undefined {
+  try {
+    const manifest = JSON.parse(readFileSync(join(directory, "package.json"), "utf8")) as { version?: unknown };
+    return typeof manifest.version === "string" ? manifest.version : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function notInstalledError(platformKey: string, version: string | undefined): Error {
   const packageName = platformPackageName(platformKey);
-  if (!(SUPPORTED_PLATFORMS as readonly string[]).includes(platformKey)) {
+  if (!SUPPORTED_PLATFORMS.includes(platformKey)) {
     const rosetta = platformKey === "darwin-x64"
       ? " On an Apple silicon Mac, this Node may be an x64 build running under Rosetta: use an arm64 Node."
       : "";
@@ -87,9 +127,11 @@ function notInstalledError(platformKey: string): Error {
     ErrorCodes.notInstalled,
     [
       `The package "${packageName}" could not be found, and it is needed to boot sandboxes on this platform (detected ${platformKey}).`,
+      `Install it: npm install ${packageName}${version === undefined ? "" : `@${version}`}`,
       `It is an optional dependency of @torkbot/sandbox, so likely causes are:`,
       `  - dependencies were installed with --omit=optional (or --no-optional): reinstall without it;`,
       `  - node_modules was copied from another platform (e.g. macOS into a Linux container): run the install on this machine;`,
+      `  - in a checkout of this repository: run \`npm run build\` (it ends with \`npm run artifacts:link-current\`);`,
       `  - for a platform directory elsewhere, set SANDBOX_PLATFORM_DIR.`,
     ].join("\n"),
   );

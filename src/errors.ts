@@ -21,6 +21,8 @@ export const ErrorCodes = {
   addonMismatch: "ERR_SANDBOX_ADDON_MISMATCH",
   /** The addon answered with something the protocol does not allow. */
   protocol: "ERR_SANDBOX_PROTOCOL",
+  /** macOS: the platform package is not signed yet (`npx @torkbot/sandbox setup-macos`). */
+  macosSetup: "ERR_SANDBOX_MACOS_SETUP",
 } as const;
 
 export function codedError(code: string, message: string, options?: ErrorOptions): CodedError {

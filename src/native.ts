@@ -4,9 +4,9 @@
 
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ADDON_FILE, detectPlatformKey, findPlatformDirectory } from "./artifacts.js";
+import { ADDON_FILE, detectPlatformKey, findPlatformDirectory, type PlatformSearch } from "./artifacts.js";
 import { codedError, ErrorCodes } from "./errors.js";
+import { assertMacosSetup, ownVersion, readEntitlements, type EntitlementsReader } from "./macos.js";
 
 /** The protocol version this TypeScript speaks; the addon reports its own. */
 export const NATIVE_PROTOCOL = 1;
@@ -36,22 +36,45 @@ export interface NativeRuntime {
 }
 
 const require = createRequire(import.meta.url);
-const PACKAGE_ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 let loaded: NativeRuntime | undefined;
 
 /** The runtime, loaded on first use. A failure is not remembered: the next boot retries. */
 export function nativeRuntime(): NativeRuntime {
-  if (loaded === undefined) {
-    const directory = findPlatformDirectory({
+  loaded ??= loadNativeRuntime({
+    platform: process.platform,
+    search: {
       platformKey: detectPlatformKey(),
       overrideDirectory: process.env.SANDBOX_PLATFORM_DIR || undefined,
-      packageRoot: PACKAGE_ROOT,
+      packageVersion: ownVersion(),
+      // Resolved from this file, so only the copy of the platform package
+      // this @torkbot/sandbox can see is used (never one of another project).
       resolve: (specifier) => require.resolve(specifier),
-    });
-    loaded = { addon: loadAddon(join(directory, ADDON_FILE)), directory };
-  }
+    },
+    readEntitlements,
+    loadAddon,
+  });
   return loaded;
+}
+
+/** What loading the runtime depends on, injectable for tests. */
+export interface RuntimeLoading {
+  readonly platform: NodeJS.Platform;
+  readonly search: PlatformSearch;
+  readonly readEntitlements: EntitlementsReader;
+  readonly loadAddon: (path: string) => NativeAddon;
+}
+
+/**
+ * Finds the platform package, checks it can run here (on macOS: signed by
+ * setup-macos; checked before the addon is loaded, so an unsigned package
+ * fails with the command to run rather than deep inside the first boot),
+ * then loads the addon.
+ */
+export function loadNativeRuntime(loading: RuntimeLoading): NativeRuntime {
+  const directory = findPlatformDirectory(loading.search);
+  assertMacosSetup(loading.platform, directory, loading.readEntitlements);
+  return { addon: loading.loadAddon(join(directory, ADDON_FILE)), directory };
 }
 
 export function loadAddon(path: string): NativeAddon {

@@ -3,10 +3,10 @@
 // addon, named as fakes).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import {
   builtInImage,
   detectPlatformKey,
@@ -16,7 +16,15 @@ import {
 } from "../../src/artifacts.js";
 import { loadAddon } from "../../src/native.js";
 
-const temp = () => mkdtempSync(join(tmpdir(), "sandbox-artifacts-"));
+const made: string[] = [];
+after(() => {
+  for (const directory of made) rmSync(directory, { recursive: true, force: true });
+});
+const temp = () => {
+  const directory = mkdtempSync(join(tmpdir(), "sandbox-artifacts-"));
+  made.push(directory);
+  return directory;
+};
 const withAddon = (directory: string) => {
   mkdirSync(directory, { recursive: true });
   writeFileSync(join(directory, "sandbox.node"), "");
@@ -28,10 +36,15 @@ const notResolvable = (specifier: string): string => {
 const search = (overrides: Partial<PlatformSearch>): PlatformSearch => ({
   platformKey: "linux-x64-gnu",
   overrideDirectory: undefined,
-  packageRoot: temp(),
   resolve: notResolvable,
   ...overrides,
 });
+/** A directory shaped like an installed platform package of `version`. */
+const installedPackage = (version: string) => {
+  const directory = withAddon(temp());
+  writeFileSync(join(directory, "package.json"), JSON.stringify({ name: "@torkbot/sandbox-linux-x64-gnu", version }));
+  return directory;
+};
 
 describe("platform directory", () => {
   test("SANDBOX_PLATFORM_DIR wins, and must hold the addon", () => {
@@ -64,19 +77,24 @@ describe("platform directory", () => {
     });
   });
 
-  test("then platform-packages/<platform> of a development checkout, only with a built addon", () => {
-    const root = temp();
-    mkdirSync(join(root, "platform-packages/linux-x64-gnu"), { recursive: true });
-    assert.throws(() => findPlatformDirectory(search({ packageRoot: root })), { code: "ERR_SANDBOX_NOT_INSTALLED" });
-    withAddon(join(root, "platform-packages/linux-x64-gnu"));
-    assert.equal(findPlatformDirectory(search({ packageRoot: root })), join(root, "platform-packages/linux-x64-gnu"));
+  test("the installed platform package must have this package's exact version", () => {
+    const installed = installedPackage("0.6.0");
+    assert.equal(findPlatformDirectory(search({ packageVersion: "0.6.0", resolve: () => join(installed, "package.json") })), installed);
+    const other = installedPackage("0.21.0");
+    assert.throws(() => findPlatformDirectory(search({ packageVersion: "0.6.0", resolve: () => join(other, "package.json") })), {
+      code: "ERR_SANDBOX_NOT_INSTALLED",
+      message: `@torkbot/sandbox 0.6.0 needs @torkbot/sandbox-linux-x64-gnu@0.6.0, but ${other} holds version 0.21.0: run npm install @torkbot/sandbox-linux-x64-gnu@0.6.0`,
+    });
   });
 
   test("nothing found: the error names the package, the platform and the likely causes", () => {
-    assert.throws(() => findPlatformDirectory(search({ platformKey: "darwin-arm64" })), (error: Error & { code?: string }) => {
+    assert.throws(() => findPlatformDirectory(search({ platformKey: "darwin-arm64", packageVersion: "0.6.0" })), (error: Error & { code?: string }) => {
       assert.equal(error.code, "ERR_SANDBOX_NOT_INSTALLED");
       assert.match(error.message, /"@torkbot\/sandbox-darwin-arm64" could not be found/);
       assert.match(error.message, /detected darwin-arm64/);
+      assert.match(error.message, /Install it: npm install @torkbot\/sandbox-darwin-arm64@0\.6\.0/);
+      // A checkout's platform-packages/ is not searched; the build links it into node_modules.
+      assert.match(error.message, /in a checkout of this repository: run `npm run build`/);
       assert.match(error.message, /--omit=optional/);
       assert.match(error.message, /node_modules was copied from another platform/);
       assert.match(error.message, /SANDBOX_PLATFORM_DIR/);

@@ -2,8 +2,11 @@
 // the same run on the same machine (see SPECIFICATION.md):
 //   cold boot → first exec output, vs. the same VM started by bench/floor;
 //   warm exec round trip of /bin/true, vs. the same over control from Go.
-import { execFileSync } from "node:child_process";
+//   root disk sequential / random 4 KiB reads and write + fsync in the
+//   guest, vs. QEMU opening the same qcow2 itself (bench/disk).
+import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { defineSandbox, rootfs } from "@torkbot/sandbox";
 
 const boots = Number(process.env.BENCH_BOOTS ?? 5);
@@ -102,5 +105,109 @@ for (const [name, unit, l, f] of rows) {
     }
   } finally {
     await lane.close();
+  }
+}
+
+// Root disk: throughput of /dev/vda inside the guest through our engine (the
+// built-in image decoded by blockstore/qcow2 and served over NBD; writes: a
+// COW root over a memory SandboxBlockStore) vs QEMU opening the same qcow2
+// itself (bench/disk: read-only, or a writable qcow2 overlay on a local
+// file). Both VMs run side by side and the runs alternate, so both see the
+// same load; median of 3.
+{
+  const reps = 3;
+  const time = (body) => `s=$(date +%s%N); ${body}; e=$(date +%s%N)`;
+  const reads = [
+    ["sequential read (MiB/s)",
+      `echo 3 > /proc/sys/vm/drop_caches; ${time("dd if=/dev/vda of=/dev/null bs=1M count=256 iflag=direct status=none")}; echo $(( 256 * 1000000000 / (e - s) ))`],
+    // Buffered 4 KiB reads at random aligned offsets with readahead off, so
+    // each one is one 4 KiB request to the device; same offsets on both sides.
+    ["random 4 KiB read (IOPS)",
+      `echo 0 > /sys/block/vda/queue/read_ahead_kb; echo 3 > /proc/sys/vm/drop_caches; n=$(( $(cat /sys/block/vda/size) / 8 )); ` +
+      time(`perl -e 'srand(42); open(my $f, "<", "/dev/vda") or die $!; for (1..2000) { sysseek($f, int(rand($ARGV[0])) * 4096, 0) or die $!; sysread($f, my $b, 4096) == 4096 or die "short read" }' $n`) +
+      `; echo 128 > /sys/block/vda/queue/read_ahead_kb; echo $(( 2000 * 1000000000 / (e - s) ))`],
+  ];
+  const writes = [
+    ["write 64 MiB + fsync (MiB/s)",
+      `${time("dd if=/dev/zero of=/root/bench.bin bs=1M count=64 conv=fsync status=none")}; rm /root/bench.bin; sync; echo $(( 64 * 1000000000 / (e - s) ))`],
+  ];
+  /** bench/disk as a child: one VM, one workload per line in, one result per line out. */
+  const baseline = (mode) => {
+    const child = spawn("build/bench-disk", [
+      `-kernel=${new URL("kernel/vmlinux", platformDir).pathname}`,
+      `-initrd=${new URL("kernel/initrd.cpio", platformDir).pathname}`,
+      `-image=${new URL(`images/${catalog["debian:13-slim"].file}`, platformDir).pathname}`,
+      `-mode=${mode}`,
+    ], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    return {
+      async run(name, script) {
+        child.stdin.write(JSON.stringify([name, script]) + "\n");
+        const { value, done } = await lines.next();
+        if (done) throw new Error(`bench/disk exited during ${name} (see its stderr above)`);
+        return JSON.parse(value).result;
+      },
+      async close() {
+        child.stdin.end();
+        await exited;
+      },
+    };
+  };
+  const lane = async (definition) => {
+    const booted = await definition.boot();
+    return {
+      async run(name, script) {
+        const r = await booted.exec("sh", ["-c", script]);
+        if (r.exitCode !== 0) throw new Error(`disk bench ${name}: ${r.stderr}`);
+        return r.stdout.trim().split("\n").pop();
+      },
+      close: () => booted.close(),
+    };
+  };
+  // A memory store as in docs/cow.md: write() stages, flush() commits.
+  const memoryStore = () => {
+    const durable = new Map();
+    const staged = new Map();
+    return {
+      blockSize: 4096,
+      async list() { return [...durable.keys()]; },
+      async read({ start, count }) {
+        const chunks = [];
+        for (let i = 0n; i < BigInt(count); i++) if (durable.has(start + i)) chunks.push({ start: start + i, data: durable.get(start + i) });
+        return chunks;
+      },
+      async write(chunks) {
+        for (const { start, data } of chunks) for (let i = 0; i < data.length / 4096; i++) staged.set(start + BigInt(i), data.slice(i * 4096, (i + 1) * 4096));
+      },
+      async flush() { for (const [k, v] of staged) durable.set(k, v); staged.clear(); },
+    };
+  };
+  const results = {};
+  const compare = async (ours, theirs, workloads) => {
+    try {
+      for (let i = 0; i < reps; i++) {
+        for (const [name, script] of workloads) {
+          const r = (results[name] ??= { ours: [], qemu: [] });
+          r.ours.push(Number(await ours.run(name, script)));
+          r.qemu.push(Number(await theirs.run(name, script)));
+        }
+      }
+    } finally {
+      await ours.close();
+      await theirs.close();
+    }
+  };
+  await compare(await lane(defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") })), baseline("ro"), reads);
+  await compare(
+    await lane(defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: memoryStore() }) })),
+    baseline("overlay"),
+    writes,
+  );
+  console.log(`\nroot disk, inside the guest, median of ${reps}, runs alternating: our engine (NBD from the host; writes: a COW root over a memory store) vs QEMU opening the qcow2 itself (writes: a qcow2 overlay file); ratio = ours / QEMU's, higher is better`);
+  for (const [name, { ours, qemu }] of Object.entries(results)) {
+    const o = median(ours);
+    const q = median(qemu);
+    console.log(`${name.padEnd(30)} ours ${String(o).padStart(7)}   qemu ${String(q).padStart(7)}   ratio ${(o / q).toFixed(2)}`);
   }
 }

@@ -14,7 +14,8 @@ const (
 	DefaultMaxCleanBytes = 32 << 20
 )
 
-// Block sizes a store may use.
+// Block sizes a store may use: any multiple of MinBlockSize (the JS API's
+// contract) up to MaxBlockSize, which bounds the memory one block pins.
 const (
 	MinBlockSize = 512
 	MaxBlockSize = 16 << 20
@@ -61,8 +62,8 @@ type dirtyBlock struct {
 // The store's blocks must all lie inside the device.
 func Open(ctx context.Context, base io.ReaderAt, size int64, store Store, opts Options) (*Device, error) {
 	bs := int64(store.BlockSize())
-	if bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0 {
-		return nil, fmt.Errorf("%w: %d (want a power of two in [%d, %d])", ErrBlockSize, bs, MinBlockSize, MaxBlockSize)
+	if bs < MinBlockSize || bs > MaxBlockSize || bs%MinBlockSize != 0 {
+		return nil, fmt.Errorf("%w: %d (want a multiple of %d up to %d)", ErrBlockSize, bs, MinBlockSize, MaxBlockSize)
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("blockstore: negative size %d", size)

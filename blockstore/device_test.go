@@ -50,16 +50,17 @@ func readAll(t *testing.T, d *blockstore.Device) []byte {
 // byte slice, and checks they agree, also after reopening from the store.
 func TestModel(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct{ size, clean int }{
-		{64 * bs, 0},
-		{64*bs + 1000, 0}, // a partial last block
-		{64 * bs, 3 * bs}, // cache eviction
-		{64 * bs, -1},     // no cache
+	for _, c := range []struct{ size, clean, blockSize int }{
+		{64 * bs, 0, bs},
+		{64*bs + 1000, 0, bs}, // a partial last block
+		{64 * bs, 3 * bs, bs}, // cache eviction
+		{64 * bs, -1, bs},     // no cache
+		{64 * bs, 0, 1536},    // a multiple of 512 that is not a power of two
 	} {
 		size := c.size
 		base := randomBase(size, 1)
 		want := bytes.Clone(base)
-		st := memstore.New(bs)
+		st := memstore.New(c.blockSize)
 		d := openOpts(t, base, st, blockstore.Options{MaxDirtyBytes: 8 * bs, MaxCleanBytes: int64(c.clean)})
 		rng := rand.New(rand.NewPCG(2, 3))
 		for i := range 2000 {
@@ -96,7 +97,7 @@ func TestModel(t *testing.T) {
 			t.Fatal("device differs from model")
 		}
 		for b, data := range st.Blocks() {
-			if len(data) != bs {
+			if len(data) != c.blockSize {
 				t.Fatalf("block %d has %d bytes", b, len(data))
 			}
 		}

@@ -22,6 +22,17 @@
 //
 // Early write-back (when dirty memory exceeds Options.MaxDirtyBytes) is an
 // ordinary flush and keeps the same guarantee.
+//
+// # Crash semantics
+//
+// Dirty blocks live only in the Device's memory. Whoever owns the Device
+// decides whether they are flushed when the guest goes away: the sandbox
+// flushes them only after the guest synced and remounted its root read-only
+// on close, and drops them when the VMM died first, so the store keeps the
+// state of the guest's last completed flush (ext4 replays its journal at the
+// next mount). If the host process dies, nothing more is written, and a
+// Write in flight is never followed by its Flush. docs/cow.md has the whole
+// table.
 package blockstore
 
 import (

@@ -16,6 +16,7 @@ const (
 	codeBoot           = "ERR_SANDBOX_BOOT"
 	codeEngine         = "ERR_SANDBOX_ENGINE"
 	codeUnsupported    = "ERR_SANDBOX_UNSUPPORTED"
+	codeBlockStore     = "ERR_SANDBOX_BLOCK_STORE"
 	codeInternal       = "ERR_SANDBOX"
 )
 
@@ -26,6 +27,8 @@ func jsError(err error) error {
 	}
 	code := codeInternal
 	switch {
+	case errors.As(err, new(*lane.StoreError)):
+		code = codeBlockStore
 	case errors.Is(err, lane.ErrClosed):
 		code = codeClosed
 	case errors.As(err, new(*lane.ExitedError)):

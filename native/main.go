@@ -3,6 +3,8 @@
 // wires the request methods JS calls (see bridge/napi) to the services:
 //
 //	boot  {kernel, initrd, rootDisk, cpus, memoryMiB, mounts, network, consoleOutput?} → {id}
+//	      handler kept until close: "fs"/"fs-abort" (jsfs.go), "policy"
+//	      (jspolicy.go), "block-list/read/write/flush" (jsstore.go)
 //	exec  {id, command, args, cwd, env} → {exitCode, stdout, stderr}
 //	spawn {id, command, args, cwd, env}, handler("stdout"|"stderr", chunk) → {exitCode}
 //	close {id} → {}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
@@ -53,6 +54,9 @@ type bootRequest struct {
 		Format   string `json:"format"`
 		ReadOnly bool   `json:"readOnly"`
 		Base     string `json:"base"`
+		// BlockSize is the COW store's block size (readOnly false only);
+		// the store itself is reached through "block-*" events.
+		BlockSize int `json:"blockSize"`
 	} `json:"rootDisk"`
 	CPUs      int `json:"cpus"`
 	MemoryMiB int `json:"memoryMiB"`
@@ -74,8 +78,9 @@ type bootResponse struct {
 }
 
 func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, error) {
-	if !req.RootDisk.ReadOnly {
-		return bootResponse{}, &napi.Error{Code: codeUnsupported, Message: "writable (copy-on-write) root disks are not available in this build of the addon yet"}
+	cow := !req.RootDisk.ReadOnly
+	if cow && req.RootDisk.BlockSize <= 0 {
+		return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("rootDisk.blockSize %d: a copy-on-write root needs its store's block size", req.RootDisk.BlockSize)}
 	}
 	engine, err := engineSelector.Select(ctx, engines.SettingsFromEnv(), req.Kernel, req.Initrd)
 	if err != nil {
@@ -90,8 +95,12 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		timeout = time.Duration(ms) * time.Millisecond
 	}
 	var events *napi.Callback
-	if req.Network || len(req.Mounts) > 0 {
+	if req.Network || len(req.Mounts) > 0 || cow {
 		events = r.KeepHandler()
+	}
+	var store blockstore.Store
+	if cow {
+		store = jsStore(events, req.RootDisk.BlockSize)
 	}
 	var (
 		policy        netpolicy.Policy
@@ -122,6 +131,7 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		Kernel:           req.Kernel,
 		Initrd:           req.Initrd,
 		RootDisk:         vmm.Disk{Path: req.RootDisk.Path, Format: req.RootDisk.Format, ReadOnly: req.RootDisk.ReadOnly},
+		RootStore:        store,
 		UpstreamRootsPEM: upstreamRoots,
 		CPUs:             req.CPUs,
 		MemoryMiB:        req.MemoryMiB,

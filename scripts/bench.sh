@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/build.sh >&2
 go build -o build/bench-floor ./bench/floor
 go build -o build/bench-virtiofs ./bench/virtiofs
+go build -o build/bench-disk ./bench/disk
 node bench/run.mjs
 
 # Network figures (bench/net): netpolicy vs slirp4netns (baseline) and pasta,

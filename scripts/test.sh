@@ -9,7 +9,7 @@ bash scripts/build.sh
 # Test-only tools: namespaces, real clients and servers the tests drive
 # (the Go tests would install a missing one themselves, or skip naming it).
 need_pkgs iproute2 util-linux dnsmasq-base curl dnsutils netcat-openbsd socat \
-  openssh-client openssh-server openssl sqlite3 git attr
+  openssh-client openssh-server openssl sqlite3 git attr libnbd-bin
 
 echo "==> go vet"
 go vet ./...
@@ -51,8 +51,12 @@ npx tsc -p tests/tsconfig.json
 node --test build/tests/unit/
 
 echo "==> end-to-end tests (real VMs)"
-# One file at a time: each boots VMs, and the machines have two cores.
-node --test --test-concurrency=1 tests/e2e/
+# One file at a time: each boots VMs, and the machines have two cores. A
+# temp directory of their own, so that the leak checks see only what this
+# run left behind, not other work on the machine.
+e2e_tmp=$(mktemp -d)
+TMPDIR=$e2e_tmp node --test --test-concurrency=1 tests/e2e/
+rmdir "$e2e_tmp" || { ls -la "$e2e_tmp" >&2; echo "the e2e tests left the files above behind" >&2; exit 1; }
 
 echo "==> network end-to-end tests (real VMs, in a network namespace of their own)"
 bash tests/e2e-net/run.sh

@@ -1,10 +1,10 @@
 // Boots one sandbox: resolves the rootfs image in the installed artifacts,
 // sends the native `boot` request and wraps the answer in an instance.
-// Features whose native side is not built yet (COW roots)
-// are still sent as asked: the addon answers ERR_SANDBOX_UNSUPPORTED for
-// them, so nothing silently runs without what the caller asked for.
+// A COW root's store is claimed for the life of the sandbox (see
+// block-store-events.ts), so a second boot on it rejects.
 
 import { builtInImage, readInstalledArtifacts } from "./artifacts.js";
+import { attach, blockStoreEventHandler } from "./block-store-events.js";
 import type { CheckedBootOptions } from "./boot-options.js";
 import { NativeSandboxInstance, type SandboxInstance } from "./instance.js";
 import { mountAccess, mountEventHandler, type MountAccess } from "./mount-events.js";
@@ -12,7 +12,7 @@ import { callNative, protocolViolation, type NativeEventHandler, type NativeRunt
 import type { HttpEvent } from "./http-middleware.js";
 import { PolicyEvaluator, type PolicyEvent } from "./policy-evaluation.js";
 import type { NetworkPolicy } from "./network-types.js";
-import type { Rootfs } from "./rootfs.js";
+import type { Rootfs, SandboxBlockStore } from "./rootfs.js";
 
 /** A checked definition, as defineSandbox keeps it. */
 export interface SandboxPlan {
@@ -28,10 +28,16 @@ export interface BootRequest {
   readonly initrd: string;
   /**
    * The built-in base image. `readOnly: false` asks for a COW root over it
-   * (the block-store events are not part of the protocol yet, and the addon
-   * refuses such a boot with ERR_SANDBOX_UNSUPPORTED until they are).
+   * whose store, of `blockSize`-byte blocks, the addon reaches through
+   * "block-*" events (block-store-events.ts).
    */
-  readonly rootDisk: { readonly path: string; readonly format: "qcow2"; readonly readOnly: boolean; readonly base: string };
+  readonly rootDisk: {
+    readonly path: string;
+    readonly format: "qcow2";
+    readonly readOnly: boolean;
+    readonly base: string;
+    readonly blockSize?: number;
+  };
   readonly cpus: number;
   readonly memoryMiB: number;
   /** In this order they are numbered in "fs" events (mount-events.ts). */
@@ -50,14 +56,19 @@ export interface BootRequest {
 
 /**
  * What the guest calls into JavaScript for, from boot to close: the mounts'
- * filesystem operations ("fs", "fs-abort"), and the network policy's
- * decisions ("policy") and HTTP middleware ("http", "http-release").
- * Undefined when it never does.
+ * filesystem operations ("fs", "fs-abort"), the network policy's
+ * decisions ("policy") and HTTP middleware ("http", "http-release"), and
+ * a COW root's block store ("block-*"). Undefined when it never does.
  */
-function guestEventHandler(network: NetworkPolicy | undefined, options: CheckedBootOptions): NativeEventHandler | undefined {
+function guestEventHandler(
+  network: NetworkPolicy | undefined,
+  options: CheckedBootOptions,
+  cow: { readonly store: SandboxBlockStore; readonly base: string } | undefined,
+): NativeEventHandler | undefined {
   const mounts = options.mounts.length > 0 ? mountEventHandler(options.mounts) : undefined;
   const policy = network === undefined ? undefined : new PolicyEvaluator(network);
-  if (mounts === undefined && policy === undefined) return undefined;
+  const blocks = cow === undefined ? undefined : blockStoreEventHandler(cow.store, cow.base);
+  if (mounts === undefined && policy === undefined && blocks === undefined) return undefined;
   return async (event, payload) => {
     if (event === "policy" && policy !== undefined) {
       return JSON.stringify(await policy.evaluate(JSON.parse(decoder.decode(payload)) as PolicyEvent));
@@ -69,6 +80,7 @@ function guestEventHandler(network: NetworkPolicy | undefined, options: CheckedB
       policy.releaseMiddleware(Number(decoder.decode(payload)));
       return undefined;
     }
+    if (event.startsWith("block-") && blocks !== undefined) return blocks(event, payload);
     return mounts?.(event, payload);
   };
 }
@@ -82,12 +94,18 @@ export async function bootSandbox(
   consoleOutput: string | undefined = process.env.SANDBOX_CONSOLE_OUTPUT || undefined,
 ): Promise<SandboxInstance> {
   const artifacts = readInstalledArtifacts(runtime.directory);
-  const isCow = plan.rootfs.kind === "cow-rootfs";
-  const image = builtInImage(artifacts, isCow ? plan.rootfs.base.name : plan.rootfs.name);
+  const store = plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.writable : undefined;
+  const image = builtInImage(artifacts, plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.base.name : plan.rootfs.name);
   const request: BootRequest = {
     kernel: artifacts.kernelPath,
     initrd: artifacts.initrdPath,
-    rootDisk: { path: image.path, format: "qcow2", readOnly: !isCow, base: image.base },
+    rootDisk: {
+      path: image.path,
+      format: "qcow2",
+      readOnly: store === undefined,
+      base: image.base,
+      ...(store === undefined ? {} : { blockSize: store.blockSize }),
+    },
     cpus: plan.cpus,
     memoryMiB: plan.memoryMiB,
     mounts: options.mounts.map((mount) => ({ path: mount.path, access: mountAccess(mount.fileSystem) })),
@@ -97,8 +115,21 @@ export async function bootSandbox(
       : {}),
     ...(consoleOutput === undefined ? {} : { consoleOutput }),
   };
-  const response = await callNative(runtime.addon, "boot", request, guestEventHandler(plan.network, options));
+  // Claimed before the first await, so two boots started in the same tick
+  // cannot both take the store.
+  const release = store === undefined ? undefined : attach(store);
+  const cow = store === undefined ? undefined : { store, base: image.base };
+  let response: unknown;
+  try {
+    response = await callNative(runtime.addon, "boot", request, guestEventHandler(plan.network, options, cow));
+  } catch (error) {
+    release?.();
+    throw error;
+  }
   const id = (response as { id?: unknown } | null)?.id;
-  if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) throw protocolViolation("boot", response, "{ id }");
-  return new NativeSandboxInstance(runtime.addon, id, options.cwd ?? "/");
+  if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {
+    // No id to close with: the store stays claimed, as a VM may be running on it.
+    throw protocolViolation("boot", response, "{ id }");
+  }
+  return new NativeSandboxInstance(runtime.addon, id, options.cwd ?? "/", release);
 }

@@ -51,11 +51,14 @@ export class NativeSandboxInstance implements SandboxInstance {
   #closing: Promise<void> | undefined;
   /** The native error that reported the VM dead. */
   #vmmExit: Error | undefined;
+  /** Runs once close() settled: the native side has let the VM go by then. */
+  readonly #onClosed: (() => void) | undefined;
 
-  constructor(addon: NativeAddon, id: number, defaultCwd: string) {
+  constructor(addon: NativeAddon, id: number, defaultCwd: string, onClosed?: () => void) {
     this.#addon = addon;
     this.#id = id;
     this.#defaultCwd = defaultCwd;
+    this.#onClosed = onClosed;
   }
 
   async exec(command: string, args: readonly string[] = [], options: SandboxExecOptions = {}): Promise<SandboxExecResult> {
@@ -99,7 +102,9 @@ export class NativeSandboxInstance implements SandboxInstance {
   }
 
   close(): Promise<void> {
-    this.#closing ??= callNative(this.#addon, "close", { id: this.#id }).then(() => undefined);
+    this.#closing ??= callNative(this.#addon, "close", { id: this.#id })
+      .then(() => undefined)
+      .finally(() => this.#onClosed?.());
     return this.#closing;
   }
 

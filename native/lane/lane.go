@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
@@ -93,10 +94,14 @@ func indent(s string) string {
 
 // Config describes one lane.
 type Config struct {
-	Engine    vmm.Engine
-	Kernel    string
-	Initrd    string
-	RootDisk  vmm.Disk
+	Engine   vmm.Engine
+	Kernel   string
+	Initrd   string
+	RootDisk vmm.Disk
+	// RootStore holds a copy-on-write root's blocks: set exactly when
+	// RootDisk.ReadOnly is false. The guest then mounts its root
+	// read-write, and Close persists it (see Lane.Close).
+	RootStore blockstore.Store
 	CPUs      int
 	MemoryMiB int
 	// ConsoleOutput, when set, is a file that also receives the guest console.
@@ -240,10 +245,13 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	// The root disk is served over NBD from the host (blockstore), so every
 	// engine reaches it the same way and a COW store can sit in between.
-	root, err := openRoot(cfg.RootDisk)
+	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore)
 	if err != nil {
 		closeAll(nicHost, spec.NIC)
 		return fail(err)
+	}
+	if root.cow != nil {
+		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " sandbox.rootmode=rw")
 	}
 	rootHost, rootGuest, err := socketPair()
 	if err != nil {
@@ -312,7 +320,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	l.services.Go(func() {
 		// Ends when the VMM exits (its end closes) or at release.
-		if err := serveRoot(servicesCtx, rootHost, root); err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
+		if err := serveRoot(servicesCtx, rootHost, root, cfg.Log); err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "sandbox: root disk: %v\n", err)
 		}
 	})
@@ -429,8 +437,13 @@ func (l *Lane) explain(err error) error {
 }
 
 // Close asks the guest to sync and power off, waits for the VMM to exit
-// (killing it after a grace period) and releases everything. It is
-// idempotent; every call returns the first close's result.
+// (killing it after a grace period) and releases everything. On a COW root
+// it then flushes what the device still holds to the store, and fails with
+// a *StoreError if that fails; if the guest never answered the shutdown
+// (the VMM was killed or crashed, before or during Close), it never synced,
+// so nothing is flushed and Close fails saying the unflushed writes were
+// dropped (wrapping an *ExitedError when the VMM died). It is idempotent;
+// every call returns the first close's result.
 func (l *Lane) Close(ctx context.Context) error {
 	l.mu.Lock()
 	if l.closing {
@@ -442,13 +455,18 @@ func (l *Lane) Close(ctx context.Context) error {
 	l.mu.Unlock()
 
 	var err error
+	synced := false // the guest answered the shutdown: it synced its disks
 	select {
 	case <-l.machine.Done():
 		// Already gone: nothing to shut down cleanly, nothing was lost that a
-		// read-only root could lose.
+		// read-only root could lose (a COW root: see persist).
 	default:
 		sctx, cancel := context.WithTimeout(ctx, shutdownGrace)
-		if serr := l.client.Shutdown(sctx); serr != nil && !errors.Is(serr, control.ErrSessionLost) {
+		serr := l.client.Shutdown(sctx)
+		// A guest error is init's stop failing after its sync (e.g. the
+		// read-only remount): the sync still happened.
+		synced = serr == nil || errors.As(serr, new(*control.GuestError))
+		if serr != nil && !errors.Is(serr, control.ErrSessionLost) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {
@@ -459,6 +477,16 @@ func (l *Lane) Close(ctx context.Context) error {
 		cancel()
 	}
 	l.release()
+	cause := err
+	if cause == nil {
+		cause = l.exitedError() // the session was lost: the VMM died
+	}
+	if perr := l.root.persist(ctx, synced, cause); perr != nil {
+		if err != nil {
+			perr = fmt.Errorf("%w (and the guest did not shut down cleanly: %v)", perr, err)
+		}
+		err = perr
+	}
 	l.closeErr = err
 	close(l.closed)
 	return err

@@ -3,26 +3,63 @@ package lane
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 
+	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
 	"github.com/torkbot/sandbox/vmm"
 )
 
-// rootDisk is a built-in image decoded for the guest's root disk.
+// cowMaxDirtyBytes bounds the root disk writes a COW lane holds in host
+// memory between two flushes to its store. The guest flushes at every ext4
+// journal commit (every 5 s at most) and at close, so this is what one
+// commit interval may write before the host writes back early; 64 MiB
+// covers a typical package install without early write-backs, is small
+// next to the guest's own memory (512 MiB by default), and is also the
+// largest single write() a store receives.
+const cowMaxDirtyBytes = blockstore.DefaultMaxDirtyBytes
+
+// StoreError reports that a COW root's block store failed, or answered
+// something invalid: when the disk opened (list()), or at the final flush of
+// close. The store still holds the state of its last successful flush.
+type StoreError struct {
+	Op  string // "open" or "flush"
+	Err error
+}
+
+func (e *StoreError) Error() string {
+	switch e.Op {
+	case "open":
+		return fmt.Sprintf("cannot open the copy-on-write root disk: %v", e.Err)
+	default:
+		return fmt.Sprintf("the copy-on-write root disk was not persisted: %v; the block store keeps the state of its last successful flush", e.Err)
+	}
+}
+
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// rootDisk is a built-in image decoded for the guest's root disk, and for a
+// COW root the copy-on-write device over it and the store.
 type rootDisk struct {
 	file  *os.File
 	image *qcow2.Image
+	cow   *blockstore.Device // nil for a read-only root
 }
 
-func openRoot(d vmm.Disk) (*rootDisk, error) {
+// openRoot decodes the image d names. With a store (d.ReadOnly false) it
+// also opens the COW device, which lists the store's blocks.
+func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store) (*rootDisk, error) {
 	if d.Format != "qcow2" {
 		return nil, fmt.Errorf("root disk %s: format %q is not served (want qcow2)", d.Path, d.Format)
 	}
-	if !d.ReadOnly {
+	if !d.ReadOnly && store == nil {
 		return nil, fmt.Errorf("root disk %s: writable roots need a block store", d.Path)
+	}
+	if d.ReadOnly && store != nil {
+		return nil, fmt.Errorf("root disk %s: a block store was given for a read-only root", d.Path)
 	}
 	f, err := os.Open(d.Path)
 	if err != nil {
@@ -38,7 +75,17 @@ func openRoot(d vmm.Disk) (*rootDisk, error) {
 		f.Close()
 		return nil, fmt.Errorf("root disk %s: %w", d.Path, err)
 	}
-	return &rootDisk{file: f, image: img}, nil
+	r := &rootDisk{file: f, image: img}
+	if store != nil {
+		// The device is exactly the base's size: writes past it are
+		// refused (the NBD export cannot grow either).
+		r.cow, err = blockstore.Open(ctx, img, img.Size(), store, blockstore.Options{MaxDirtyBytes: cowMaxDirtyBytes})
+		if err != nil {
+			f.Close()
+			return nil, &StoreError{Op: "open", Err: err}
+		}
+	}
+	return r, nil
 }
 
 // Close releases the image file; nil-safe for lanes that failed to boot.
@@ -48,13 +95,45 @@ func (r *rootDisk) Close() {
 	}
 }
 
-// serveRoot serves the image read-only as the NBD export "root" on conn,
-// the host end of the socket pair the VMM's NBD client uses.
-func serveRoot(ctx context.Context, conn *os.File, root *rootDisk) error {
+// serveRoot serves the root as the NBD export "root" on conn, the host end
+// of the socket pair the VMM's NBD client uses: the image read-only, or the
+// COW device read-write, whose flushes (guest FLUSH, FUA writes, the
+// client's disconnect) reach the store. Device errors the guest sees as EIO
+// are reported to log.
+func serveRoot(ctx context.Context, conn *os.File, root *rootDisk, log io.Writer) error {
 	defer conn.Close()
 	c, err := net.FileConn(conn)
 	if err != nil {
 		return err
 	}
-	return nbd.Serve(ctx, c, nbd.ReaderAtDevice{R: root.image, N: root.image.Size()}, nbd.Options{Name: "root", ReadOnly: true})
+	opts := nbd.Options{Name: "root", ReadOnly: root.cow == nil}
+	if log != nil {
+		opts.Log = func(err error) { fmt.Fprintf(log, "sandbox: root disk I/O error: %v\n", err) }
+	}
+	if root.cow != nil {
+		return nbd.Serve(ctx, c, root.cow, opts)
+	}
+	return nbd.Serve(ctx, c, nbd.ReaderAtDevice{R: root.image, N: root.image.Size()}, opts)
+}
+
+// persist is a COW root's final flush at close, once the VMM has exited and
+// nothing writes the device any more. synced says whether the guest
+// answered the shutdown request, i.e. synced and remounted read-only: if it
+// did not (it was killed, crashed or hung), the dirty blocks are writes the
+// guest never flushed and are dropped, so the store keeps the last state
+// the guest did flush; close then fails with why (cause), rather than claim
+// persisted what the guest never synced.
+//
+// Flush does not read the base image, so this may run after Close.
+func (r *rootDisk) persist(ctx context.Context, synced bool, cause error) error {
+	if r == nil || r.cow == nil {
+		return nil
+	}
+	if !synced {
+		return fmt.Errorf("the root disk's writes since the guest's last flush were not persisted (%d bytes dropped; the block store keeps the state of that flush): %w", r.cow.Dirty(), cause)
+	}
+	if err := r.cow.Flush(context.WithoutCancel(ctx)); err != nil {
+		return &StoreError{Op: "flush", Err: err}
+	}
+	return nil
 }

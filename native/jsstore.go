@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/torkbot/sandbox/blockstore"
+	"github.com/torkbot/sandbox/blockstore/eventstore"
+	"github.com/torkbot/sandbox/bridge/napi"
+)
+
+// jsStore is a COW root's SandboxBlockStore, living in JavaScript, seen by
+// blockstore as a Store: every list/read/write/flush is one "block-*" event
+// on the boot request's kept handler. blockstore/eventstore defines the
+// binary framing and checks every answer; src/block-store-events.ts is the
+// JavaScript side, which calls the user's store with the context { base }.
+func jsStore(cb *napi.Callback, blockSize int) blockstore.Store {
+	return eventstore.New(storeCaller{cb}, blockSize)
+}
+
+// storeCaller passes the store's own error message on as it is: eventstore
+// already says which call failed ("block store write() failed: ..."), so
+// napi's "JavaScript handler failed" would only be noise.
+type storeCaller struct{ cb *napi.Callback }
+
+func (c storeCaller) Call(ctx context.Context, event string, payload []byte) ([]byte, error) {
+	out, err := c.cb.Call(ctx, event, payload)
+	var js *napi.JSError
+	if errors.As(err, &js) {
+		return nil, errors.New(js.Message)
+	}
+	return out, err
+}

@@ -120,6 +120,10 @@ for (const [name, unit, l, f] of rows) {
   const reads = [
     ["sequential read (MiB/s)",
       `echo 3 > /proc/sys/vm/drop_caches; ${time("dd if=/dev/vda of=/dev/null bs=1M count=256 iflag=direct status=none")}; echo $(( 256 * 1000000000 / (e - s) ))`],
+    // Four readers at once, as a build or a package manager reads: the
+    // device sees several requests in flight.
+    ["4 parallel sequential readers (MiB/s)",
+      `echo 3 > /proc/sys/vm/drop_caches; ${time("for i in 0 1 2 3; do dd if=/dev/vda of=/dev/null bs=1M count=64 skip=$((i * 256)) iflag=direct status=none & done; wait")}; echo $(( 256 * 1000000000 / (e - s) ))`],
     // Buffered 4 KiB reads at random aligned offsets with readahead off, so
     // each one is one 4 KiB request to the device; same offsets on both sides.
     ["random 4 KiB read (IOPS)",

@@ -92,6 +92,20 @@ func originHandler(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case "/notmodified":
 		w.WriteHeader(http.StatusNotModified)
+	case "/ws":
+		// A protocol upgrade: 101, then an echo of raw bytes.
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
 	default:
 		w.Header().Set("X-Origin-Proto", r.Proto)
 		fmt.Fprintf(w, "hello %s %s", r.Method, r.URL.Path)
@@ -558,6 +572,53 @@ func TestKeepAlive(t *testing.T) {
 	}
 	if n := o.count(); n != 20 {
 		t.Errorf("origin got %d requests, want 20", n)
+	}
+}
+
+func TestWebSocketUpgradeAfterMiddleware(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprint("tls=", tlsOn), func(t *testing.T) {
+			o := newOrigin(t, tlsOn, false, nil)
+			seen := make(chan *httpproxy.Request, 1)
+			h := newHarness(t, o.addr(), "example.com", injector(seen), originRootsPEM(o))
+			c, err := net.Dial("tcp", h.ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tlsOn {
+				roots := x509.NewCertPool()
+				roots.AppendCertsFromPEM(h.ca.CertPEM())
+				// ALPN http/1.1: upgrades are an HTTP/1.1 mechanism.
+				tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "example.com", NextProtos: []string{"http/1.1"}})
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				c = tc
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d, want 101", resp.StatusCode)
+			}
+			io.WriteString(c, "ping over the upgraded stream")
+			got := make([]byte, len("ping over the upgraded stream"))
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping over the upgraded stream" {
+				t.Fatalf("echo %q, %v", got, err)
+			}
+			if r := <-seen; r.Header.Get("Upgrade") != "" {
+				t.Errorf("middleware saw hop-by-hop Upgrade %q", r.Header.Get("Upgrade"))
+			}
+			if got := o.last().Header.Get("Authorization"); got != secret {
+				t.Errorf("origin saw Authorization %q: the middleware did not run before the upgrade", got)
+			}
+		})
 	}
 }
 

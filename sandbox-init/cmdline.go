@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/torkbot/sandbox/sandbox-init/channel"
 )
 
 // bootConfig is what the kernel command line tells init; see README.md.
@@ -22,6 +24,13 @@ type bootConfig struct {
 	// mounts is the validated sandbox.mounts value (a string keeps
 	// bootConfig comparable); hostMounts parses it.
 	mounts string
+	// rootNBD, when set, is the channel on which the host serves the root
+	// disk over NBD (sandbox.root=nbd:<channel>); init attaches it as
+	// /dev/nbdN, which root then names.
+	rootNBD string
+	// channels is the validated sandbox.channels value; channelTransport
+	// parses it.
+	channels string
 }
 
 // hostMount is a filesystem the host serves over FUSE on a channel.
@@ -61,6 +70,14 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 		}
 		switch key {
 		case "sandbox.root":
+			if ch, ok := strings.CutPrefix(value, "nbd:"); ok {
+				if ch == "" || len(ch) > 64 || strings.Trim(ch, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+					return cfg, nil, fmt.Errorf("sandbox.root=%q: want nbd:<channel name>", value)
+				}
+				cfg.rootNBD = ch
+				continue
+			}
+			cfg.rootNBD = ""
 			if !filepath.IsAbs(value) || filepath.Clean(value) != value {
 				return cfg, nil, fmt.Errorf("sandbox.root=%q: want an absolute device path such as /dev/vda", value)
 			}
@@ -91,6 +108,11 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 				return cfg, nil, fmt.Errorf("sandbox.hostname=%q: want 1-64 letters, digits, '-' and '.'", value)
 			}
 			cfg.hostname = value
+		case "sandbox.channels":
+			if _, err := channel.ParseTransport(value); err != nil {
+				return cfg, nil, fmt.Errorf("sandbox.channels=%q: %w", value, err)
+			}
+			cfg.channels = value
 		case "sandbox.mounts":
 			if _, err := parseMounts(value); err != nil {
 				return cfg, nil, fmt.Errorf("sandbox.mounts=%q: %w", value, err)
@@ -188,6 +210,15 @@ func validHostname(name string) bool {
 		return false
 	}
 	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == ""
+}
+
+// channelTransport returns how channels reach the host.
+func (c bootConfig) channelTransport() channel.Transport {
+	if c.channels == "" {
+		return channel.Transport{}
+	}
+	t, _ := channel.ParseTransport(c.channels) // validated by parseCmdline
+	return t
 }
 
 // hostMounts returns the host filesystems to mount.

@@ -104,6 +104,14 @@ func (p *initProcess) run() error {
 		p.log.logf("warning: %s", w)
 	}
 
+	channel.Configure(cfg.channelTransport())
+	if cfg.rootNBD != "" {
+		dev, err := attachRootNBD(cfg.rootNBD, p.log)
+		if err != nil {
+			return err
+		}
+		cfg.root = dev
+	}
 	if err := mountRoot(cfg); err != nil {
 		return err
 	}

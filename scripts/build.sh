@@ -38,6 +38,12 @@ step "addon → $pkg/sandbox.node"
 go build -trimpath -buildmode=c-shared -ldflags="-s -w -X main.packageVersion=$version" -o build/sandbox.node ./native
 install -m 0755 build/sandbox.node "$pkg/sandbox.node"
 
+step "libkrun helper → $pkg/sandbox-krun"
+# cgo: it dlopen()s libkrun at run time, so libkrun is not needed to build
+# it (vmm/krun; on macOS this is the binary setup-macos signs).
+CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o build/sandbox-krun ./vmm/krun/cmd/sandbox-krun
+install -m 0755 build/sandbox-krun "$pkg/sandbox-krun"
+
 bash scripts/build-guest.sh build/sandbox-init "$pkg"
 
 # The runtime finds artifacts only as an installed user would, through

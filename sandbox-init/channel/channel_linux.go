@@ -25,8 +25,21 @@ const (
 //
 // virtio-serial ports are numbered in the order the VMM declares them, so
 // they are found by the name the host gave them
-// (/sys/class/virtio-ports/vportNpM/name), not by number.
+// (/sys/class/virtio-ports/vportNpM/name), not by number. vsock channels
+// (Configure) are streams to the host on the port their name maps to; the
+// returned File is then a socket.
 func Open(name string) (*os.File, error) {
+	if transport.IsVsock() {
+		port, ok := transport.vsock[name]
+		if !ok {
+			return nil, fmt.Errorf("channel %q: not in sandbox.channels", name)
+		}
+		f, err := openVsock(hostCID, port, openTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("channel %q: %w", name, err)
+		}
+		return f, nil
+	}
 	return open(portsDir, devDir, name, openTimeout)
 }
 

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"github.com/torkbot/sandbox/vmm"
+	"github.com/torkbot/sandbox/vmm/krun"
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
 
@@ -19,13 +21,22 @@ type Settings struct {
 	Engine string // SANDBOX_ENGINE: "", "qemu" or "krun"
 	Accel  string // SANDBOX_ACCEL: "", "tcg", "kvm" or "hvf"
 	QEMU   string // SANDBOX_QEMU: path of the QEMU binary, or ""
+	// KrunHelper is SANDBOX_KRUN_HELPER: the sandbox-krun executable, or ""
+	// to use the one the platform package ships.
+	KrunHelper string
+	// KrunLibrary is SANDBOX_LIBKRUN: the libkrun library to load, or "" for
+	// the system's libkrun.so.1 / libkrun.dylib.
+	KrunLibrary string
 	// ProbeCacheDir keeps accelerator probe verdicts across processes.
 	ProbeCacheDir string
 }
 
 // SettingsFromEnv reads Settings from the process environment.
 func SettingsFromEnv() Settings {
-	s := Settings{Engine: os.Getenv("SANDBOX_ENGINE"), Accel: os.Getenv("SANDBOX_ACCEL"), QEMU: os.Getenv("SANDBOX_QEMU")}
+	s := Settings{
+		Engine: os.Getenv("SANDBOX_ENGINE"), Accel: os.Getenv("SANDBOX_ACCEL"), QEMU: os.Getenv("SANDBOX_QEMU"),
+		KrunHelper: os.Getenv("SANDBOX_KRUN_HELPER"), KrunLibrary: os.Getenv("SANDBOX_LIBKRUN"),
+	}
 	if dir, err := os.UserCacheDir(); err == nil {
 		s.ProbeCacheDir = filepath.Join(dir, "torkbot-sandbox")
 	}
@@ -39,8 +50,20 @@ type Selected struct {
 }
 
 // Selector picks engines and keeps them: an engine's setup (finding QEMU,
-// probing KVM by booting the kernel) is paid once per kernel and initrd.
+// probing KVM by booting the kernel, loading libkrun in the helper) is paid
+// once per kernel and initrd.
+//
+// Picking: SANDBOX_ENGINE=krun or qemu is obeyed (a failure is the error);
+// otherwise libkrun when its helper runs, the library loads and the
+// hypervisor is usable, else QEMU. SANDBOX_ACCEL is a QEMU setting: with it
+// and no SANDBOX_ENGINE, QEMU is picked.
 type Selector struct {
+	// NewKrun and NewQEMU, when set, replace the engines' constructors, so
+	// tests can drive every branch without libkrun or QEMU. Nil means
+	// krun.New and qemu.New.
+	NewKrun func(ctx context.Context, opts krun.Options) (vmm.Engine, error)
+	NewQEMU func(ctx context.Context, opts qemu.Options, kernel, initrd string) (e vmm.Engine, accel string, err error)
+
 	mu     sync.Mutex
 	chosen map[selection]Selected
 }
@@ -53,9 +76,7 @@ type selection struct {
 // Select returns the engine for settings, set up for kernel and initrd.
 func (s *Selector) Select(ctx context.Context, settings Settings, kernel, initrd string) (Selected, error) {
 	switch settings.Engine {
-	case "", "qemu":
-	case "krun":
-		return Selected{}, fmt.Errorf("SANDBOX_ENGINE=krun: the libkrun engine is not part of this build; unset SANDBOX_ENGINE or set it to qemu")
+	case "", "qemu", "krun":
 	default:
 		return Selected{}, fmt.Errorf("SANDBOX_ENGINE=%q is not an engine (want krun or qemu)", settings.Engine)
 	}
@@ -65,14 +86,68 @@ func (s *Selector) Select(ctx context.Context, settings Settings, kernel, initrd
 	if e, ok := s.chosen[key]; ok {
 		return e, nil
 	}
-	e, err := qemu.New(ctx, qemu.Options{Binary: settings.QEMU, Accel: settings.Accel, ProbeCacheDir: settings.ProbeCacheDir}, kernel, initrd)
+	var (
+		sel Selected
+		err error
+	)
+	switch {
+	case settings.Engine == "krun":
+		if sel, err = s.krun(ctx, settings, kernel, initrd); err != nil {
+			err = fmt.Errorf("SANDBOX_ENGINE=krun: %w", err)
+		}
+	case settings.Engine == "qemu" || settings.Accel != "":
+		sel, err = s.qemu(ctx, settings, kernel, initrd)
+	default:
+		var krunErr error
+		if sel, krunErr = s.krun(ctx, settings, kernel, initrd); krunErr != nil {
+			// libkrun is the better engine but an optional one: its
+			// absence is normal, and QEMU serves. Should QEMU be missing
+			// too, both reasons are told.
+			if sel, err = s.qemu(ctx, settings, kernel, initrd); err != nil {
+				err = fmt.Errorf("no VM engine works here: %w; and libkrun: %v", err, krunErr)
+			}
+		}
+	}
 	if err != nil {
 		return Selected{}, err
 	}
 	if s.chosen == nil {
 		s.chosen = make(map[selection]Selected)
 	}
-	sel := Selected{Engine: e, Accel: e.Accel()}
 	s.chosen[key] = sel
 	return sel, nil
+}
+
+func (s *Selector) krun(ctx context.Context, settings Settings, kernel, initrd string) (Selected, error) {
+	newKrun := s.NewKrun
+	if newKrun == nil {
+		newKrun = func(ctx context.Context, opts krun.Options) (vmm.Engine, error) { return krun.New(ctx, opts) }
+	}
+	e, err := newKrun(ctx, krun.Options{Helper: settings.KrunHelper, Library: settings.KrunLibrary, Kernel: kernel, Initrd: initrd})
+	if err != nil {
+		return Selected{}, err
+	}
+	accel := qemu.AccelKVM
+	if runtime.GOOS == "darwin" {
+		accel = qemu.AccelHVF
+	}
+	return Selected{Engine: e, Accel: accel}, nil
+}
+
+func (s *Selector) qemu(ctx context.Context, settings Settings, kernel, initrd string) (Selected, error) {
+	newQEMU := s.NewQEMU
+	if newQEMU == nil {
+		newQEMU = func(ctx context.Context, opts qemu.Options, kernel, initrd string) (vmm.Engine, string, error) {
+			e, err := qemu.New(ctx, opts, kernel, initrd)
+			if err != nil {
+				return nil, "", err
+			}
+			return e, e.Accel(), nil
+		}
+	}
+	e, accel, err := newQEMU(ctx, qemu.Options{Binary: settings.QEMU, Accel: settings.Accel, ProbeCacheDir: settings.ProbeCacheDir}, kernel, initrd)
+	if err != nil {
+		return Selected{}, err
+	}
+	return Selected{Engine: e, Accel: accel}, nil
 }

@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"context"
+
+	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/engines"
+	"github.com/torkbot/sandbox/vmm/krun"
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
 
@@ -21,7 +25,7 @@ func TestSelect(t *testing.T) {
 	}{
 		{name: "qemu forced to tcg", settings: engines.Settings{Engine: "qemu", Accel: "tcg", QEMU: fakeQEMU}, wantAccel: "tcg"},
 		{name: "default engine, kvm forced", settings: engines.Settings{Accel: "kvm", QEMU: fakeQEMU}, wantAccel: "kvm"},
-		{name: "krun is not built in", settings: engines.Settings{Engine: "krun"}, wantErr: "libkrun engine is not part of this build"},
+		{name: "krun forced, helper missing", settings: engines.Settings{Engine: "krun", KrunHelper: "/nonexistent/sandbox-krun"}, wantErr: "SANDBOX_ENGINE=krun: krun: helper executable sandbox-krun not found", wantIs: krun.ErrHelperNotFound},
 		{name: "unknown engine", settings: engines.Settings{Engine: "firecracker"}, wantErr: `"firecracker" is not an engine`},
 		{name: "unknown accelerator", settings: engines.Settings{Accel: "whpx", QEMU: fakeQEMU}, wantErr: `unknown accelerator "whpx"`},
 		{name: "missing QEMU", settings: engines.Settings{Accel: "tcg", QEMU: "/nonexistent/qemu"}, wantIs: qemu.ErrNotInstalled},
@@ -57,7 +61,7 @@ func TestSelectHVFNeedsMacOS(t *testing.T) {
 }
 
 func TestSelectKeepsEngines(t *testing.T) {
-	var s engines.Selector
+	s := engines.Selector{NewKrun: noKrun}
 	settings := engines.Settings{Accel: "tcg", QEMU: "/bin/true"}
 	a, err := s.Select(t.Context(), settings, "/k", "/i")
 	if err != nil {
@@ -70,5 +74,91 @@ func TestSelectKeepsEngines(t *testing.T) {
 	}
 	if a.Engine == c.Engine {
 		t.Error("another initrd: engine reused (its probe booted a different guest)")
+	}
+}
+
+// noKrun stands for a machine where libkrun does not load.
+func noKrun(context.Context, krun.Options) (vmm.Engine, error) {
+	return nil, errors.New("krun: libkrun cannot run VMs here: cannot load libkrun.so.1")
+}
+
+type fakeEngine string
+
+func (f fakeEngine) Name() string { return string(f) }
+func (f fakeEngine) Start(context.Context, vmm.Spec) (vmm.Machine, error) {
+	return nil, errors.New("fake")
+}
+
+// TestSelectBranches drives every selection branch with both engines'
+// constructors injected: which engine results, and which error.
+func TestSelectBranches(t *testing.T) {
+	krunOK := func(_ context.Context, opts krun.Options) (vmm.Engine, error) {
+		if opts.Kernel != "/k" || opts.Helper != "/h" || opts.Library != "/l" {
+			return nil, errors.New("options not passed through")
+		}
+		return fakeEngine("krun"), nil
+	}
+	krunNoKVM := func(context.Context, krun.Options) (vmm.Engine, error) {
+		return nil, errors.New("krun: libkrun cannot run VMs here: /dev/kvm does not exist")
+	}
+	qemuOK := func(_ context.Context, opts qemu.Options, _, _ string) (vmm.Engine, string, error) {
+		accel := opts.Accel
+		if accel == "" {
+			accel = "tcg"
+		}
+		return fakeEngine("qemu"), accel, nil
+	}
+	qemuMissing := func(context.Context, qemu.Options, string, string) (vmm.Engine, string, error) {
+		return nil, "", qemu.ErrNotInstalled
+	}
+	hv := "kvm"
+	if runtime.GOOS == "darwin" {
+		hv = "hvf"
+	}
+	base := engines.Settings{KrunHelper: "/h", KrunLibrary: "/l"}
+	with := func(f func(*engines.Settings)) engines.Settings { s := base; f(&s); return s }
+	for _, tc := range []struct {
+		name      string
+		settings  engines.Settings
+		krun      func(context.Context, krun.Options) (vmm.Engine, error)
+		qemu      func(context.Context, qemu.Options, string, string) (vmm.Engine, string, error)
+		want      string // engine/accel
+		wantErr   []string
+		wantErrIs error
+	}{
+		{name: "default: libkrun usable", settings: base, krun: krunOK, qemu: qemuOK, want: "krun/" + hv},
+		{name: "default: libkrun unusable, QEMU", settings: base, krun: krunNoKVM, qemu: qemuOK, want: "qemu/tcg"},
+		{name: "default: neither", settings: base, krun: krunNoKVM, qemu: qemuMissing,
+			wantErr: []string{"no VM engine works here", "system emulator not found", "/dev/kvm does not exist"}, wantErrIs: qemu.ErrNotInstalled},
+		{name: "krun forced and usable", settings: with(func(s *engines.Settings) { s.Engine = "krun" }), krun: krunOK, qemu: qemuOK, want: "krun/" + hv},
+		{name: "krun forced, unusable: no fallback", settings: with(func(s *engines.Settings) { s.Engine = "krun" }), krun: krunNoKVM, qemu: qemuOK,
+			wantErr: []string{"SANDBOX_ENGINE=krun", "/dev/kvm does not exist"}},
+		{name: "qemu forced though libkrun works", settings: with(func(s *engines.Settings) { s.Engine = "qemu" }), krun: krunOK, qemu: qemuOK, want: "qemu/tcg"},
+		{name: "accelerator set: QEMU", settings: with(func(s *engines.Settings) { s.Accel = "kvm" }), krun: krunOK, qemu: qemuOK, want: "qemu/kvm"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := engines.Selector{NewKrun: tc.krun, NewQEMU: tc.qemu}
+			sel, err := s.Select(t.Context(), tc.settings, "/k", "/i")
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("selected %s/%s, want an error", sel.Name(), sel.Accel)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				if tc.wantErrIs != nil && !errors.Is(err, tc.wantErrIs) {
+					t.Errorf("error %q is not %v", err, tc.wantErrIs)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sel.Name() + "/" + sel.Accel; got != tc.want {
+				t.Errorf("selected %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

@@ -5,16 +5,13 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/torkbot/sandbox/vmm"
 )
@@ -218,13 +215,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		stderr.Close()
 		return nil, fmt.Errorf("qemu: start %s: %w", e.binary, startErr)
 	}
-	m := &machine{cmd: cmd, done: make(chan struct{})}
-	console := spec.Console
-	if console == nil {
-		console = io.Discard
-	}
-	go m.wait(stdout, stderr, console)
-	return m, nil
+	return vmm.WatchChild(cmd, stdout, stderr, spec.Console, "qemu", nil), nil
 }
 
 func validate(spec vmm.Spec) error {
@@ -253,63 +244,4 @@ func validate(spec vmm.Spec) error {
 		}
 	}
 	return nil
-}
-
-type machine struct {
-	cmd      *exec.Cmd
-	done     chan struct{}
-	killOnce sync.Once
-	status   string
-}
-
-func (m *machine) wait(stdout, stderr io.Reader, console io.Writer) {
-	var consoleMu sync.Mutex
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				consoleMu.Lock()
-				console.Write(buf[:n])
-				consoleMu.Unlock()
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
-	wg.Go(func() {
-		// QEMU's own complaints (bad option, unreadable disk) go into the
-		// console record too, marked, so errors about the guest show them.
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			consoleMu.Lock()
-			fmt.Fprintf(console, "[qemu] %s\n", sc.Text())
-			consoleMu.Unlock()
-		}
-	})
-	wg.Wait()
-	err := m.cmd.Wait()
-	if err == nil {
-		m.status = "exit status 0"
-	} else {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			m.status = exit.ProcessState.String()
-		} else {
-			m.status = err.Error()
-		}
-	}
-	close(m.done)
-}
-
-func (m *machine) Done() <-chan struct{} { return m.done }
-func (m *machine) ExitStatus() string {
-	<-m.done
-	return m.status
-}
-func (m *machine) Pid() int { return m.cmd.Process.Pid }
-func (m *machine) Kill() {
-	m.killOnce.Do(func() { m.cmd.Process.Kill() })
 }

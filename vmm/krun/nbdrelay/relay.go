@@ -1,0 +1,215 @@
+package nbdrelay
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// Relay is one host NBD session shared by successive guest connections.
+// Open it, run Run for the life of the session, and hand every guest
+// connection to ServeGuest.
+type Relay struct {
+	host   io.ReadWriteCloser
+	export Export
+
+	// writeMu serialises whole requests on the host stream.
+	writeMu sync.Mutex
+
+	mu sync.Mutex
+	// pending maps the relay's cookies to the guest requests awaiting a
+	// host reply.
+	pending map[uint64]pending
+	next    uint64
+	closed  bool
+	err     error // why the host session ended, once it has
+}
+
+type pending struct {
+	guest  *guestConn
+	cookie uint64 // the guest's
+	read   uint32 // bytes of data a successful reply carries (READ)
+}
+
+// guestConn is one guest connection; its writes are serialised by mu.
+type guestConn struct {
+	mu   sync.Mutex
+	conn io.Writer
+	gone bool
+}
+
+// Open runs the client handshake on host for export name.
+func Open(host io.ReadWriteCloser, name string) (*Relay, error) {
+	exp, err := Handshake(host, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Relay{host: host, export: exp, pending: map[uint64]pending{}}, nil
+}
+
+// Export is the host's export as the guest is shown it.
+func (r *Relay) Export() Export { return r.export }
+
+// ErrHostGone is returned once the host session has ended.
+var ErrHostGone = errors.New("nbdrelay: host NBD session ended")
+
+// Run reads the host's replies and passes each to the guest connection that
+// asked, until the host session ends or ctx is done; then it closes host.
+func (r *Relay) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { r.host.Close() })
+	defer stop()
+	err := r.readReplies()
+	r.host.Close()
+	r.mu.Lock()
+	r.closed = true
+	r.err = err
+	r.pending = nil
+	r.mu.Unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func (r *Relay) readReplies() error {
+	var hdr [replySize]byte
+	be := binary.BigEndian
+	for {
+		if _, err := io.ReadFull(r.host, hdr[:]); err != nil {
+			return fmt.Errorf("%w: %v", ErrHostGone, err)
+		}
+		if be.Uint32(hdr[0:]) != replyMagic {
+			return fmt.Errorf("%w: bad reply magic %#x", ErrHostGone, be.Uint32(hdr[0:]))
+		}
+		errno, cookie := be.Uint32(hdr[4:]), be.Uint64(hdr[8:])
+		r.mu.Lock()
+		p, ok := r.pending[cookie]
+		delete(r.pending, cookie)
+		r.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("%w: reply to unknown cookie %d", ErrHostGone, cookie)
+		}
+		var data []byte
+		if errno == 0 && p.read > 0 {
+			data = make([]byte, p.read)
+			if _, err := io.ReadFull(r.host, data); err != nil {
+				return fmt.Errorf("%w: %v", ErrHostGone, err)
+			}
+		}
+		p.guest.reply(errno, p.cookie, data)
+	}
+}
+
+// reply writes one simple reply; a connection that failed or has been
+// replaced is skipped (its requests are re-sent on the next one).
+func (g *guestConn) reply(errno uint32, cookie uint64, data []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gone {
+		return
+	}
+	msg := appendReply(make([]byte, 0, replySize+len(data)), errno, cookie)
+	if _, err := g.conn.Write(append(msg, data...)); err != nil {
+		g.gone = true
+	}
+}
+
+func (g *guestConn) drop() {
+	g.mu.Lock()
+	g.gone = true
+	g.mu.Unlock()
+}
+
+// ServeGuest runs one guest connection: the server handshake, then its
+// requests forwarded to the host, until the guest disconnects (NBD_CMD_DISC
+// or EOF), conn fails or ctx is done. It closes conn. Requests the host has
+// not answered when it returns are answered to nobody.
+func (r *Relay) ServeGuest(ctx context.Context, conn net.Conn) error {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	g := &guestConn{conn: conn}
+	defer g.drop()
+	ok, err := serverHandshake(conn, r.export)
+	if err != nil || !ok {
+		return err
+	}
+	var hdr [requestSize]byte
+	for {
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		req, err := parseRequest(hdr[:])
+		if err != nil {
+			return err
+		}
+		var payload []byte
+		if req.typ == cmdWrite {
+			if req.length > MaxPayload {
+				// Its payload cannot be skipped safely: end the connection.
+				return fmt.Errorf("nbdrelay: guest write of %d bytes exceeds %d", req.length, MaxPayload)
+			}
+			payload = make([]byte, req.length)
+			if _, err := io.ReadFull(conn, payload); err != nil {
+				return err
+			}
+		}
+		switch req.typ {
+		case cmdDisc:
+			// The host session outlives this connection: not forwarded.
+			return nil
+		case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdWriteZeroes:
+		default:
+			g.reply(errInval, req.cookie, nil)
+			continue
+		}
+		if req.typ == cmdRead && req.length > MaxPayload {
+			g.reply(errOverflow, req.cookie, nil)
+			continue
+		}
+		if err := r.forward(g, req, payload); err != nil {
+			g.reply(errShutdown, req.cookie, nil)
+			return err
+		}
+	}
+}
+
+// forward sends req to the host under a cookie of the relay's.
+func (r *Relay) forward(g *guestConn, req request, payload []byte) error {
+	p := pending{guest: g, cookie: req.cookie}
+	if req.typ == cmdRead {
+		p.read = req.length
+	}
+	r.mu.Lock()
+	if r.closed {
+		err := r.err
+		r.mu.Unlock()
+		if err == nil {
+			err = ErrHostGone
+		}
+		return err
+	}
+	r.next++
+	cookie := r.next
+	r.pending[cookie] = p
+	r.mu.Unlock()
+
+	out := req
+	out.cookie = cookie
+	out.flags &= relayedCmdFlags
+	msg := out.append(make([]byte, 0, requestSize+len(payload)))
+	r.writeMu.Lock()
+	_, err := r.host.Write(append(msg, payload...))
+	r.writeMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrHostGone, err)
+	}
+	return nil
+}

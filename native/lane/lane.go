@@ -466,7 +466,10 @@ func (l *Lane) Close(ctx context.Context) error {
 		// A guest error is init's stop failing after its sync (e.g. the
 		// read-only remount): the sync still happened.
 		synced = serr == nil || errors.As(serr, new(*control.GuestError))
-		if serr != nil && !errors.Is(serr, control.ErrSessionLost) {
+		// A VMM that died meanwhile (killed, crashed) breaks the session in
+		// more ways than ErrSessionLost; that is not a failed shutdown but
+		// the VMM's exit, which persist reports.
+		if serr != nil && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {

@@ -1,16 +1,18 @@
 // Copy-on-write roots in real VMs: rootfs.cow over the built-in image with a
 // SandboxBlockStore kept in this process's memory. What one boot changes is
 // in the next boot with the same store; a failing store or a killed VMM
-// never leaves the store anything but its last flushed state.
+// never leaves the store anything but its last flushed state; nor does
+// killing the host process, with a store on disk (fixtures/log-block-store).
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { defineSandbox, fs, rootfs } from "@torkbot/sandbox";
-import { childProcesses } from "./helpers.mjs";
+import { LogBlockStore } from "./fixtures/log-block-store.mjs";
+import { childProcesses, eventually } from "./helpers.mjs";
 
 /**
  * A memory store that keeps the ordering guarantee's ideal shape: write()
@@ -212,8 +214,35 @@ describe("copy-on-write root", () => {
     assert.deepEqual(childProcesses(), []);
   });
 
+  it("after the host process is killed mid-write, the store holds a flushed state that boots and checks clean", async () => {
+    const log = join(work, "host-death.log");
+    const script = fileURLToPath(new URL("./fixtures/host-death.mjs", import.meta.url));
+    const host = spawn(process.execPath, [script, log], { stdio: ["ignore", "pipe", "inherit"] });
+    const exited = new Promise((resolve) => host.once("exit", resolve));
+    let out = "";
+    host.stdout.on("data", (d) => (out += d));
+    await eventually(() => out.includes("churning") || host.exitCode !== null, 60_000, "the host to churn");
+    assert.equal(host.exitCode, null, "the host process died before it was killed");
+    const [vmm] = childProcesses(host.pid);
+    assert.ok(vmm, "the host's VMM runs");
+    host.kill("SIGKILL");
+    await exited;
+    // The VMM dies with its parent (PDEATHSIG).
+    await eventually(() => !existsSync(`/proc/${vmm}`), 5000, "the VMM to die with its host");
+
+    const next = await defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: new LogBlockStore(log) }) }).boot();
+    try {
+      assert.equal(await ok(next, "cat /root/marker"), "before-death\n");
+      assert.match(await ok(next, "mount"), /^\/dev\/vda on \/ type ext4 \(rw,/m);
+      await ok(next, "touch /root/after-death");
+    } finally {
+      await next.close();
+    }
+    assert.equal(fsck(new LogBlockStore(log).durable), "", "e2fsck -fn found problems");
+  });
+
   /** Assembles base + store blocks into a raw image and runs e2fsck -fn on it; returns its complaints. */
-  function fsck() {
+  function fsck(blocks = store.durable) {
     const platformDir =
       process.env.SANDBOX_PLATFORM_DIR || fileURLToPath(new URL("../../platform-packages/linux-x64-gnu", import.meta.url));
     const images = join(platformDir, "artifacts/images");
@@ -222,7 +251,7 @@ describe("copy-on-write root", () => {
     execFileSync("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", join(images, entry.file), raw]);
     const fd = openSync(raw, "r+");
     try {
-      for (const [index, data] of store.durable) writeSync(fd, data, 0, data.length, Number(index) * store.blockSize);
+      for (const [index, data] of blocks) writeSync(fd, data, 0, data.length, Number(index) * 4096);
     } finally {
       closeSync(fd);
     }

@@ -6,7 +6,8 @@
 #   vmlinux              uncompressed ELF kernel with a Xen PVH entry note
 #   modules/*.ko         the modules of modules.list plus their dependencies,
 #                        uncompressed, debug info and signatures stripped
-#   modules/load.order   their file names, dependencies first
+#   modules/load.order   their file names, dependencies first, each followed
+#                        by the groups it is loaded for (none: always)
 #   kernel.json          package, version and release of the kernel
 # The result is cached by the hash of this script, pin.env and modules.list;
 # OUTDIR is filled from the cache with hard links when it can be.
@@ -59,12 +60,17 @@ fetch_deb() {
   printf '%s\n' "$deb"
 }
 
-# The module names of modules.list, without comments and blank lines.
+# The entries of modules.list, without comments and blank lines: a module
+# name ('-' normalised to '_'), then its group if it has one ("@network").
 requested_modules() {
-  sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' -e 'y/-/_/' "$here/modules.list"
+  sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/modules.list" |
+    while read -r name group; do printf '%s %s\n' "${name//-/_}" "${group#@}"; done
 }
 
 declare -A mod_path=() mod_deps=() mod_builtin=() mod_aliases=() mod_seen=()
+# mod_groups: the groups a module loads for ("" for always); visited: the
+# (group, module) pairs a walk has covered.
+declare -A mod_groups=() visited=()
 load_order=()
 
 # Reads the depmod indexes of the unpacked kernel into the mod_* tables,
@@ -90,18 +96,26 @@ read_module_indexes() {
 }
 
 # Depth-first over modules.dep: every module after all of its dependencies.
+# A module belongs to every group that needs it, or to none (always loaded)
+# when an ungrouped module needs it; ungrouped entries are walked first.
 visit_module() {
-  local name=$1 dep
-  [[ -n ${mod_builtin[$name]:-} || -n ${mod_seen[$name]:-} ]] && return 0
+  local name=$1 group=$2 dep
+  [[ -n ${mod_builtin[$name]:-} || -n ${visited[$group/$name]:-} ]] && return 0
   [[ -n ${mod_path[$name]:-} ]] ||
     die "module $name (kernel/modules.list) is not in $KERNEL_RELEASE: neither a module nor built in"
-  mod_seen[$name]=1
+  visited[$group/$name]=1
   for dep in ${mod_deps[$name]}; do
     dep=${dep##*/}
     dep=${dep%%.ko*}
-    visit_module "${dep//-/_}"
+    visit_module "${dep//-/_}" "$group"
   done
-  load_order+=("$name")
+  if [[ -z ${mod_seen[$name]:-} ]]; then
+    mod_seen[$name]=1
+    load_order+=("$name")
+    mod_groups[$name]=${group:+ $group}
+  elif [[ -n ${mod_groups[$name]} ]]; then
+    mod_groups[$name]+=" $group"
+  fi
 }
 
 # modprobe would load soft dependencies (e.g. ext4 -> crypto-crc32c) by
@@ -142,7 +156,7 @@ install_modules() {
       *) die "unknown module file type: $src" ;;
     esac
     strip --strip-debug "$dest/$ko"
-    printf '%s\n' "$ko" >>"$dest/load.order"
+    printf '%s%s\n' "$ko" "${mod_groups[$name]}" >>"$dest/load.order"
   done
 }
 
@@ -160,7 +174,9 @@ build_entry() {
   moddir=$work/root/lib/modules/$KERNEL_RELEASE
   PATH=$PATH:/usr/sbin:/sbin depmod -b "$work/root" "$KERNEL_RELEASE"
   read_module_indexes "$moddir"
-  for name in $(requested_modules); do visit_module "$name"; done
+  local group
+  while read -r name group; do [[ -n $group ]] || visit_module "$name" ""; done < <(requested_modules)
+  while read -r name group; do [[ -z $group ]] || visit_module "$name" "$group"; done < <(requested_modules)
   check_softdeps "$moddir"
   install_modules "$moddir" "$entry/modules"
 

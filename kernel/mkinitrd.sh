@@ -30,7 +30,8 @@ main() {
   trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage"/{lib/modules,proc,sys,dev,newroot,tmp}
   install -m 0755 "$init" "$stage/init"
-  while IFS= read -r ko; do
+  # Each line: the module's file name, then the groups it loads for.
+  while read -r ko _; do
     install -m 0644 "$mods/$ko" "$stage/lib/modules/$ko"
   done <"$mods/load.order"
   install -m 0644 "$mods/load.order" "$stage/lib/modules/load.order"

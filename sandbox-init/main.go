@@ -85,13 +85,6 @@ func (p *initProcess) run() error {
 	kernelRelease := unix.ByteSliceToString(uts.Release[:])
 	p.log.logf("starting on Linux %s", kernelRelease)
 
-	n, err := loadModules(modulesDir)
-	if err != nil {
-		return err
-	}
-	p.mark("modules")
-	p.log.logf("loaded %d kernel modules", n)
-
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return err
@@ -103,6 +96,14 @@ func (p *initProcess) run() error {
 	for _, w := range warnings {
 		p.log.logf("warning: %s", w)
 	}
+
+	// Only the modules this boot uses: loading is slow under TCG.
+	n, err := loadModules(modulesDir, cfg.moduleGroups())
+	if err != nil {
+		return err
+	}
+	p.mark("modules")
+	p.log.logf("loaded %d kernel modules", n)
 
 	channel.Configure(cfg.channelTransport())
 	if cfg.rootNBD != "" {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -14,27 +15,39 @@ import (
 
 // modulesDir holds the kernel modules of the initramfs and load.order, the
 // list of the ones to load: one file name (relative to modulesDir) a line,
-// dependencies first, '#' starts a comment line. The initramfs builder
-// writes it; no modules.dep is needed.
+// dependencies first, followed by the groups the module is loaded for (none:
+// always); '#' starts a comment line. kernel/build.sh writes it; no
+// modules.dep is needed.
 const modulesDir = "/lib/modules"
 
-// parseLoadOrder returns the module files listed in a load.order file.
-func parseLoadOrder(content string) ([]string, error) {
-	var files []string
+// moduleEntry is one line of load.order.
+type moduleEntry struct {
+	file   string
+	groups []string // empty: always loaded
+}
+
+// parseLoadOrder returns the modules listed in a load.order file.
+func parseLoadOrder(content string) ([]moduleEntry, error) {
+	var entries []moduleEntry
 	for i, line := range strings.Split(content, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		if filepath.IsAbs(line) || filepath.Clean(line) != line || strings.HasPrefix(line, "..") {
-			return nil, fmt.Errorf("line %d: %q is not a path inside %s", i+1, line, modulesDir)
+		file := fields[0]
+		if filepath.IsAbs(file) || filepath.Clean(file) != file || strings.HasPrefix(file, "..") {
+			return nil, fmt.Errorf("line %d: %q is not a path inside %s", i+1, file, modulesDir)
 		}
-		if !strings.HasSuffix(line, ".ko") && moduleCompression(line) == "" {
-			return nil, fmt.Errorf("line %d: %q is not a kernel module (.ko, .ko.xz, .ko.zst, .ko.gz)", i+1, line)
+		if !strings.HasSuffix(file, ".ko") && moduleCompression(file) == "" {
+			return nil, fmt.Errorf("line %d: %q is not a kernel module (.ko, .ko.xz, .ko.zst, .ko.gz)", i+1, file)
 		}
-		files = append(files, line)
+		e := moduleEntry{file: file}
+		if len(fields) > 1 {
+			e.groups = fields[1:]
+		}
+		entries = append(entries, e)
 	}
-	return files, nil
+	return entries, nil
 }
 
 // moduleCompression returns the compression suffix of a module file name,
@@ -48,10 +61,10 @@ func moduleCompression(name string) string {
 	return ""
 }
 
-// loadModules loads the modules listed in dir/load.order, in order, and
-// returns how many it loaded. No load.order means a kernel with its drivers
-// built in.
-func loadModules(dir string) (int, error) {
+// loadModules loads the modules listed in dir/load.order, in order, that
+// are always loaded or belong to a group this boot uses, and returns how
+// many it loaded. No load.order means a kernel with its drivers built in.
+func loadModules(dir string, groups map[string]bool) (int, error) {
 	content, err := os.ReadFile(filepath.Join(dir, "load.order"))
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -59,16 +72,21 @@ func loadModules(dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	files, err := parseLoadOrder(string(content))
+	entries, err := parseLoadOrder(string(content))
 	if err != nil {
 		return 0, fmt.Errorf("%s/load.order: %w", dir, err)
 	}
-	for _, name := range files {
-		if err := loadModule(filepath.Join(dir, name)); err != nil {
-			return 0, fmt.Errorf("load module %s: %w", name, err)
+	n := 0
+	for _, e := range entries {
+		if len(e.groups) > 0 && !slices.ContainsFunc(e.groups, func(g string) bool { return groups[g] }) {
+			continue
 		}
+		if err := loadModule(filepath.Join(dir, e.file)); err != nil {
+			return 0, fmt.Errorf("load module %s: %w", e.file, err)
+		}
+		n++
 	}
-	return len(files), nil
+	return n, nil
 }
 
 func loadModule(path string) error {

@@ -14,14 +14,19 @@ func TestParseLoadOrder(t *testing.T) {
 	tests := []struct {
 		name    string
 		content string
-		want    []string
+		want    []moduleEntry
 		wantErr string
 	}{
 		{name: "empty", content: ""},
 		{
 			name:    "modules, comments and blank lines",
 			content: "# virtio first\nvirtio.ko\n\n  virtio_ring.ko  \nfs/ext4.ko.xz\ncrc.ko.zst\nx.ko.gz",
-			want:    []string{"virtio.ko", "virtio_ring.ko", "fs/ext4.ko.xz", "crc.ko.zst", "x.ko.gz"},
+			want:    []moduleEntry{{file: "virtio.ko"}, {file: "virtio_ring.ko"}, {file: "fs/ext4.ko.xz"}, {file: "crc.ko.zst"}, {file: "x.ko.gz"}},
+		},
+		{
+			name:    "groups",
+			content: "ext4.ko\nvsock.ko vsock vsock-loopback\nnbd.ko  nbd",
+			want:    []moduleEntry{{file: "ext4.ko"}, {file: "vsock.ko", groups: []string{"vsock", "vsock-loopback"}}, {file: "nbd.ko", groups: []string{"nbd"}}},
 		},
 		{name: "absolute path", content: "/lib/modules/a.ko", wantErr: "line 1"},
 		{name: "escapes the directory", content: "a.ko\n../a.ko", wantErr: "line 2"},
@@ -48,7 +53,7 @@ func TestParseLoadOrder(t *testing.T) {
 }
 
 func TestLoadModulesWithoutLoadOrder(t *testing.T) {
-	if n, err := loadModules(t.TempDir()); n != 0 || err != nil {
+	if n, err := loadModules(t.TempDir(), nil); n != 0 || err != nil {
 		t.Errorf("loadModules = %d, %v; want 0, nil", n, err)
 	}
 }
@@ -58,7 +63,22 @@ func TestLoadModulesReportsTheModule(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "load.order"), []byte("missing.ko\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadModules(dir); err == nil || !strings.Contains(err.Error(), "load module missing.ko") {
+	if _, err := loadModules(dir, nil); err == nil || !strings.Contains(err.Error(), "load module missing.ko") {
 		t.Errorf("error = %v, want one naming the module", err)
+	}
+}
+
+func TestLoadModulesSkipsUnusedGroups(t *testing.T) {
+	dir := t.TempDir()
+	// Only modules of unused groups: nothing is opened, so nothing fails.
+	if err := os.WriteFile(filepath.Join(dir, "load.order"), []byte("nbd.ko nbd\nvsock.ko vsock vsock-loopback\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := loadModules(dir, map[string]bool{"network": true}); n != 0 || err != nil {
+		t.Errorf("loadModules = %d, %v; want 0, nil", n, err)
+	}
+	// A module of several groups is loaded for any of them.
+	if _, err := loadModules(dir, map[string]bool{"vsock-loopback": true}); err == nil || !strings.Contains(err.Error(), "load module vsock.ko") {
+		t.Errorf("error = %v, want vsock.ko loaded for vsock-loopback", err)
 	}
 }

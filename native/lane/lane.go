@@ -119,6 +119,10 @@ type Config struct {
 	// Log receives what the host-side services report about guest requests
 	// they could not serve (e.g. a filesystem call that failed with no errno).
 	Log io.Writer
+	// ModuleGroups are kernel module groups (kernel/modules.list) to load
+	// besides those the lane's features need; for tests and benchmarks
+	// that use more of the guest kernel.
+	ModuleGroups []string
 }
 
 // Mount is one host-implemented filesystem, served to the guest over FUSE.
@@ -281,6 +285,9 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	if len(cfg.Mounts) > 0 {
 		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " " + mountsCmdline(cfg.Mounts))
+	}
+	if len(cfg.ModuleGroups) > 0 {
+		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " sandbox.modules=" + strings.Join(cfg.ModuleGroups, ","))
 	}
 	host, guest, err := socketPair()
 	if err != nil {

@@ -79,6 +79,9 @@ func TestGuestPaths(t *testing.T) {
 		BootTimeout: time.Minute,
 		Mounts:      []lane.Mount{{Target: "/workspace", FS: vfstest.NewMemFS(files)}},
 		Log:         os.Stderr,
+		// vsock_loopback is the vsock transport on QEMU; nbd is not loaded
+		// for a root on virtio-blk.
+		ModuleGroups: []string{"vsock-loopback", "nbd"},
 	})
 	if err != nil {
 		t.Fatal(err)

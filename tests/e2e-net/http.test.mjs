@@ -11,7 +11,7 @@ import { createSecureServer } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
+import { defineSandbox, fs, network, rootfs } from "@torkbot/sandbox";
 import { pki } from "./pki.mjs";
 
 const ORIGIN = "198.51.100.10";
@@ -162,6 +162,18 @@ describe("HTTP interception in a VM", () => {
     const r = await lane.exec("bash", ["-c", `exec 3<>/dev/tcp/${API}/8080; printf 'SSH-2.0-guest\\r\\n' >&3; timeout 10 cat <&3; echo "end $?"`]);
     assert.equal(r.stdout, "end 0\n", r.stderr); // EOF at once, no byte of reply
     assert.equal(plainConnections, before);
+  });
+
+  it("fails the boot, closed, when the image has no CA bundle to trust the interception CA with", async () => {
+    // A mount hides the image's /etc/ssl/certs, as an image without
+    // ca-certificates would be.
+    const boot = defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim"), network: network.policy(() => {}) })
+      .boot({ mounts: { "/etc/ssl/certs": fs.virtual(fs.memory()) } });
+    await assert.rejects(boot, (err) => {
+      assert.equal(err.code, "ERR_SANDBOX_BOOT");
+      assert.match(err.message, /no CA bundle at \/etc\/ssl\/certs\/ca-certificates\.crt/);
+      return true;
+    });
   });
 
   it("leaves TLS alone under plain accept()", async () => {

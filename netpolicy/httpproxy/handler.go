@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,10 +42,62 @@ type flowConn struct {
 	scheme      string
 	transport   *http.Transport
 	rp          *httputil.ReverseProxy
+
+	// upstream are the flow's open upstream connections; ended is set
+	// once the guest connection is over, after which none may open.
+	upMu     sync.Mutex
+	upstream map[net.Conn]struct{}
+	ended    bool
+}
+
+// errFlowEnded refuses an upstream dial after the guest connection ended.
+var errFlowEnded = errors.New("httpproxy: the guest connection has ended")
+
+// track records an upstream connection of the flow, or closes it if the
+// flow has ended meanwhile.
+func (fc *flowConn) track(c net.Conn) (net.Conn, error) {
+	fc.upMu.Lock()
+	defer fc.upMu.Unlock()
+	if fc.ended {
+		c.Close()
+		return nil, errFlowEnded
+	}
+	fc.upstream[c] = struct{}{}
+	return &upstreamConn{Conn: c, fc: fc}, nil
+}
+
+// closeUpstream ends the flow's upstream side: every connection it opened
+// is closed, in use or idle. Closing idle connections alone would miss
+// one still busy with a request whose guest is gone (an HTTP/2 stream, a
+// handler finishing after the server returned), which would then wait in
+// the pool for its idle timeout, holding the origin's resources.
+func (fc *flowConn) closeUpstream() {
+	fc.upMu.Lock()
+	fc.ended = true
+	conns := fc.upstream
+	fc.upstream = nil
+	fc.upMu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	fc.transport.CloseIdleConnections()
+}
+
+// upstreamConn forgets itself in its flow when closed.
+type upstreamConn struct {
+	net.Conn
+	fc *flowConn
+}
+
+func (c *upstreamConn) Close() error {
+	c.fc.upMu.Lock()
+	delete(c.fc.upstream, c.Conn)
+	c.fc.upMu.Unlock()
+	return c.Conn.Close()
 }
 
 func newFlowConn(p *Proxy, flow Flow, ti *TLSInfo) *flowConn {
-	fc := &flowConn{p: p, flow: flow, tls: ti, scheme: "http"}
+	fc := &flowConn{p: p, flow: flow, tls: ti, scheme: "http", upstream: map[net.Conn]struct{}{}}
 	pinned := normalizeHost(flow.Hostname)
 	sni := ""
 	if ti != nil {
@@ -72,7 +125,7 @@ func newFlowConn(p *Proxy, flow Flow, ti *TLSInfo) *flowConn {
 			if err != nil {
 				return nil, &dialError{err}
 			}
-			return c, nil
+			return fc.track(c)
 		},
 		TLSClientConfig: &tls.Config{
 			ServerName: verifyName,

@@ -131,7 +131,7 @@ func (p *Proxy) ServeConn(ctx context.Context, guest net.Conn, flow Flow) error 
 	guest.SetReadDeadline(time.Time{})
 
 	fc := newFlowConn(p, flow, tlsInfo)
-	defer fc.transport.CloseIdleConnections()
+	defer fc.closeUpstream()
 	srv := &http.Server{
 		Handler:           fc,
 		ReadHeaderTimeout: p.cfg.SniffTimeout,

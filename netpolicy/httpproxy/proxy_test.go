@@ -622,6 +622,53 @@ func TestWebSocketUpgradeAfterMiddleware(t *testing.T) {
 	}
 }
 
+// TestUpstreamClosedWithTheFlow: when the guest connection ends while a
+// request is still in flight upstream, the flow's upstream connection is
+// closed anyway, not returned to a pool that outlives the flow.
+func TestUpstreamClosedWithTheFlow(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprint("upstream h2=", h2), func(t *testing.T) {
+			var open atomic.Int32
+			release := make(chan struct{})
+			o := &origin{}
+			o.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				select { // answers only after the guest has gone
+				case <-release:
+				case <-time.After(5 * time.Second):
+				}
+				io.WriteString(w, "late")
+			}))
+			o.Config.ErrorLog = log.New(io.Discard, "", 0)
+			o.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				switch s {
+				case http.StateNew:
+					open.Add(1)
+				case http.StateClosed, http.StateHijacked:
+					open.Add(-1)
+				}
+			}
+			o.EnableHTTP2 = h2
+			o.StartTLS()
+			t.Cleanup(o.Close)
+			h := newHarness(t, o.addr(), "example.com", nil, originRootsPEM(o))
+			c := h.client("example.com", false)
+			c.Timeout = 300 * time.Millisecond
+			if _, err := c.Get("https://example.com/slow"); err == nil {
+				t.Fatal("the slow request succeeded before its timeout")
+			}
+			c.CloseIdleConnections()
+			close(release) // the handler finishes after the flow ended
+			deadline := time.Now().Add(3 * time.Second)
+			for open.Load() != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := open.Load(); n != 0 {
+				t.Fatalf("%d upstream connections still open after the guest left", n)
+			}
+		})
+	}
+}
+
 func TestSlowMiddlewareDoesNotStallOthers(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(fmt.Sprint("h2=", h2), func(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"io"
 	"testing"
+
+	"github.com/torkbot/sandbox/blockstore/nbd/wire"
 )
 
 // memDevice is a byte-slice Device for the fuzz targets.
@@ -30,7 +32,7 @@ func (m *memDevice) WriteZeroes(_ context.Context, off, n int64) error {
 func (m *memDevice) Flush(context.Context) error { m.flushes++; return nil }
 
 func req(typ, flags uint16, off uint64, length uint32) []byte {
-	b := binary.BigEndian.AppendUint32(nil, requestMagic)
+	b := binary.BigEndian.AppendUint32(nil, wire.RequestMagic)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, 42)
@@ -39,35 +41,35 @@ func req(typ, flags uint16, off uint64, length uint32) []byte {
 }
 
 func opt(o uint32, data []byte) []byte {
-	b := binary.BigEndian.AppendUint64(nil, optMagic)
+	b := binary.BigEndian.AppendUint64(nil, wire.OptMagic)
 	b = binary.BigEndian.AppendUint32(b, o)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
 }
 
 func seedSession() []byte {
-	s := binary.BigEndian.AppendUint32(nil, flagFixedNewstyle|flagNoZeroes)
-	s = append(s, opt(optList, nil)...)
+	s := binary.BigEndian.AppendUint32(nil, wire.FlagFixedNewstyle|wire.FlagNoZeroes)
+	s = append(s, opt(wire.OptList, nil)...)
 	s = append(s, opt(99, []byte("x"))...)
-	s = append(s, opt(optInfo, []byte{0, 0, 0, 0, 0, 1, 0, 3})...)
-	s = append(s, opt(optGo, []byte{0, 0, 0, 0, 0, 0})...)
-	s = append(s, req(cmdWrite, cmdFlagFUA, 512, 4)...)
+	s = append(s, opt(wire.OptInfo, []byte{0, 0, 0, 0, 0, 1, 0, 3})...)
+	s = append(s, opt(wire.OptGo, []byte{0, 0, 0, 0, 0, 0})...)
+	s = append(s, req(wire.CmdWrite, wire.CmdFlagFUA, 512, 4)...)
 	s = append(s, 1, 2, 3, 4)
-	s = append(s, req(cmdRead, 0, 0, 1024)...)
-	s = append(s, req(cmdWriteZeroes, 0, 100, 100)...)
-	s = append(s, req(cmdTrim, 0, 0, 4096)...)
-	s = append(s, req(cmdRead, 0, 1<<20-1, 2)...)
-	s = append(s, req(cmdFlush, 0, 0, 0)...)
-	return append(s, req(cmdDisc, 0, 0, 0)...)
+	s = append(s, req(wire.CmdRead, 0, 0, 1024)...)
+	s = append(s, req(wire.CmdWriteZeroes, 0, 100, 100)...)
+	s = append(s, req(wire.CmdTrim, 0, 0, 4096)...)
+	s = append(s, req(wire.CmdRead, 0, 1<<20-1, 2)...)
+	s = append(s, req(wire.CmdFlush, 0, 0, 0)...)
+	return append(s, req(wire.CmdDisc, 0, 0, 0)...)
 }
 
 // FuzzServe feeds arbitrary client bytes to the server: it must never panic,
 // never touch the device outside its size, and always stop.
 func FuzzServe(f *testing.F) {
 	f.Add(seedSession())
-	old := binary.BigEndian.AppendUint32(nil, flagFixedNewstyle)
-	f.Add(append(old, opt(optExportName, nil)...))
-	f.Add(append(bytes.Clone(old), opt(optAbort, nil)...))
+	old := binary.BigEndian.AppendUint32(nil, wire.FlagFixedNewstyle)
+	f.Add(append(old, opt(wire.OptExportName, nil)...))
+	f.Add(append(bytes.Clone(old), opt(wire.OptAbort, nil)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dev := &memDevice{b: make([]byte, 1<<20)}
 		rw := struct {
@@ -83,23 +85,23 @@ func FuzzServe(f *testing.F) {
 
 // FuzzRequest checks that a request that passes check stays inside the export.
 func FuzzRequest(f *testing.F) {
-	f.Add(req(cmdRead, 0, 0, 512), uint64(1<<20))
-	f.Add(req(cmdWrite, 1, 1<<63, 1<<31), uint64(1<<20))
+	f.Add(req(wire.CmdRead, 0, 0, 512), uint64(1<<20))
+	f.Add(req(wire.CmdWrite, 1, 1<<63, 1<<31), uint64(1<<20))
 	f.Fuzz(func(t *testing.T, b []byte, size uint64) {
-		if len(b) != requestSize {
+		if len(b) != wire.RequestSize {
 			return
 		}
-		r, err := parseRequest(b)
+		r, err := wire.ParseRequest(b)
 		if err != nil {
 			return
 		}
-		if r.check(size, false) != 0 && r.typ != cmdFlush {
+		if check(r, size, false) != 0 && r.Type != wire.CmdFlush {
 			return
 		}
-		if r.typ != cmdFlush && (r.offset > size || r.offset+uint64(r.length) > size || r.offset+uint64(r.length) < r.offset) {
+		if r.Type != wire.CmdFlush && (r.Offset > size || r.Offset+uint64(r.Length) > size || r.Offset+uint64(r.Length) < r.Offset) {
 			t.Fatalf("request %+v passed for size %d", r, size)
 		}
-		if (r.typ == cmdRead || r.typ == cmdWrite) && r.length > MaxPayload {
+		if (r.Type == wire.CmdRead || r.Type == wire.CmdWrite) && r.Length > MaxPayload {
 			t.Fatalf("oversized request %+v passed", r)
 		}
 	})
@@ -124,7 +126,7 @@ func TestSeedSessionServes(t *testing.T) {
 	}
 	// Replies: every option answered, then one simple reply per request
 	// except DISC; the READ past the end gets EINVAL and no data.
-	if !bytes.Contains(out.Bytes(), []byte{0x67, 0x44, 0x66, 0x98, 0, 0, 0, errInval}) {
+	if !bytes.Contains(out.Bytes(), []byte{0x67, 0x44, 0x66, 0x98, 0, 0, 0, wire.ErrInval}) {
 		t.Fatal("no EINVAL reply for the read past the end")
 	}
 }

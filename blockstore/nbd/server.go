@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+
+	"github.com/torkbot/sandbox/blockstore/nbd/wire"
 )
 
 // Device is the export. ReadAt and WriteAt always get ranges inside Size.
@@ -85,9 +87,9 @@ func serve(ctx context.Context, rw io.ReadWriter, dev Device, opts Options) erro
 
 func (s *server) handshake() (bool, error) {
 	var hdr [18]byte
-	binary.BigEndian.PutUint64(hdr[0:], nbdMagic)
-	binary.BigEndian.PutUint64(hdr[8:], optMagic)
-	binary.BigEndian.PutUint16(hdr[16:], flagFixedNewstyle|flagNoZeroes)
+	binary.BigEndian.PutUint64(hdr[0:], wire.NBDMagic)
+	binary.BigEndian.PutUint64(hdr[8:], wire.OptMagic)
+	binary.BigEndian.PutUint16(hdr[16:], wire.FlagFixedNewstyle|wire.FlagNoZeroes)
 	s.w.Write(hdr[:])
 	if err := s.w.Flush(); err != nil {
 		return false, fmt.Errorf("cannot send nbd greeting: %w", err)
@@ -97,17 +99,17 @@ func (s *server) handshake() (bool, error) {
 		return false, fmt.Errorf("cannot read nbd client flags: %w", err)
 	}
 	clientFlags := binary.BigEndian.Uint32(cf[:])
-	if clientFlags&^uint32(flagFixedNewstyle|flagNoZeroes) != 0 {
+	if clientFlags&^uint32(wire.FlagFixedNewstyle|wire.FlagNoZeroes) != 0 {
 		return false, fmt.Errorf("nbd: unknown client flags %#x", clientFlags)
 	}
-	noZeroes := clientFlags&flagNoZeroes != 0
+	noZeroes := clientFlags&wire.FlagNoZeroes != 0
 
 	for range maxOptions {
 		var oh [16]byte
 		if _, err := io.ReadFull(s.r, oh[:]); err != nil {
 			return false, fmt.Errorf("cannot read nbd option: %w", err)
 		}
-		if binary.BigEndian.Uint64(oh[:]) != optMagic {
+		if binary.BigEndian.Uint64(oh[:]) != wire.OptMagic {
 			return false, errors.New("nbd: bad option magic")
 		}
 		opt := binary.BigEndian.Uint32(oh[8:])
@@ -118,7 +120,7 @@ func (s *server) handshake() (bool, error) {
 			if _, err := io.CopyN(io.Discard, s.r, int64(length)); err != nil {
 				return false, fmt.Errorf("cannot skip nbd option: %w", err)
 			}
-			if err := s.optReply(opt, repErrTooBig, nil); err != nil {
+			if err := s.optReply(opt, wire.RepErrTooBig, nil); err != nil {
 				return false, err
 			}
 			continue
@@ -128,7 +130,7 @@ func (s *server) handshake() (bool, error) {
 			return false, fmt.Errorf("cannot read nbd option data: %w", err)
 		}
 		switch opt {
-		case optExportName:
+		case wire.OptExportName:
 			if !s.nameOK(string(data)) {
 				return false, fmt.Errorf("nbd: unknown export %q", data)
 			}
@@ -144,64 +146,64 @@ func (s *server) handshake() (bool, error) {
 				return false, fmt.Errorf("cannot send nbd export: %w", err)
 			}
 			return true, nil
-		case optAbort:
-			s.optReply(opt, repAck, nil) // best effort; the client may have gone
+		case wire.OptAbort:
+			s.optReply(opt, wire.RepAck, nil) // best effort; the client may have gone
 			return false, nil
-		case optList:
+		case wire.OptList:
 			if length != 0 {
-				if err := s.optReply(opt, repErrInvalid, nil); err != nil {
+				if err := s.optReply(opt, wire.RepErrInvalid, nil); err != nil {
 					return false, err
 				}
 				continue
 			}
 			name := []byte(s.opts.Name)
 			b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-			if err := s.optReply(opt, repServer, append(b, name...)); err != nil {
+			if err := s.optReply(opt, wire.RepServer, append(b, name...)); err != nil {
 				return false, err
 			}
-			if err := s.optReply(opt, repAck, nil); err != nil {
+			if err := s.optReply(opt, wire.RepAck, nil); err != nil {
 				return false, err
 			}
-		case optInfo, optGo:
+		case wire.OptInfo, wire.OptGo:
 			name, infos, ok := parseInfoRequest(data)
 			switch {
 			case !ok:
-				err := s.optReply(opt, repErrInvalid, nil)
+				err := s.optReply(opt, wire.RepErrInvalid, nil)
 				if err != nil {
 					return false, err
 				}
 				continue
 			case !s.nameOK(name):
-				if err := s.optReply(opt, repErrUnknown, nil); err != nil {
+				if err := s.optReply(opt, wire.RepErrUnknown, nil); err != nil {
 					return false, err
 				}
 				continue
 			}
-			exp := binary.BigEndian.AppendUint16(nil, infoExport)
+			exp := binary.BigEndian.AppendUint16(nil, wire.InfoExport)
 			exp = binary.BigEndian.AppendUint64(exp, s.size)
 			exp = binary.BigEndian.AppendUint16(exp, s.transmissionFlags())
-			if err := s.optReply(opt, repInfo, exp); err != nil {
+			if err := s.optReply(opt, wire.RepInfo, exp); err != nil {
 				return false, err
 			}
 			for _, i := range infos {
-				if i == infoBlockSize {
-					b := binary.BigEndian.AppendUint16(nil, infoBlockSize)
+				if i == wire.InfoBlockSize {
+					b := binary.BigEndian.AppendUint16(nil, wire.InfoBlockSize)
 					b = binary.BigEndian.AppendUint32(b, 1)
 					b = binary.BigEndian.AppendUint32(b, 4096)
 					b = binary.BigEndian.AppendUint32(b, MaxPayload)
-					if err := s.optReply(opt, repInfo, b); err != nil {
+					if err := s.optReply(opt, wire.RepInfo, b); err != nil {
 						return false, err
 					}
 				}
 			}
-			if err := s.optReply(opt, repAck, nil); err != nil {
+			if err := s.optReply(opt, wire.RepAck, nil); err != nil {
 				return false, err
 			}
-			if opt == optGo {
+			if opt == wire.OptGo {
 				return true, nil
 			}
 		default:
-			if err := s.optReply(opt, repErrUnsup, nil); err != nil {
+			if err := s.optReply(opt, wire.RepErrUnsup, nil); err != nil {
 				return false, err
 			}
 		}
@@ -235,16 +237,16 @@ func parseInfoRequest(data []byte) (name string, infos []uint16, ok bool) {
 func (s *server) nameOK(name string) bool { return name == "" || name == s.opts.Name }
 
 func (s *server) transmissionFlags() uint16 {
-	f := uint16(tflagHasFlags | tflagFlush | tflagFUA | tflagTrim | tflagWriteZero)
+	f := uint16(wire.TFlagHasFlags | wire.TFlagFlush | wire.TFlagFUA | wire.TFlagTrim | wire.TFlagWriteZero)
 	if s.opts.ReadOnly {
-		f |= tflagReadOnly
+		f |= wire.TFlagReadOnly
 	}
 	return f
 }
 
 func (s *server) optReply(opt, typ uint32, data []byte) error {
 	var b [20]byte
-	binary.BigEndian.PutUint64(b[0:], optReplyMagic)
+	binary.BigEndian.PutUint64(b[0:], wire.OptReplyMagic)
 	binary.BigEndian.PutUint32(b[8:], opt)
 	binary.BigEndian.PutUint32(b[12:], typ)
 	binary.BigEndian.PutUint32(b[16:], uint32(len(data)))
@@ -258,7 +260,7 @@ func (s *server) optReply(opt, typ uint32, data []byte) error {
 
 func (s *server) reply(cookie uint64, errno uint32, data []byte) error {
 	var b [16]byte
-	binary.BigEndian.PutUint32(b[0:], simpleReplyMag)
+	binary.BigEndian.PutUint32(b[0:], wire.SimpleReplyMagic)
 	binary.BigEndian.PutUint32(b[4:], errno)
 	binary.BigEndian.PutUint64(b[8:], cookie)
 	s.w.Write(b[:])
@@ -273,11 +275,11 @@ func (s *server) ioErr(err error) uint32 {
 	if s.opts.Log != nil {
 		s.opts.Log(err)
 	}
-	return errIO
+	return wire.ErrIO
 }
 
 func (s *server) transmission() error {
-	var hdr [requestSize]byte
+	var hdr [wire.RequestSize]byte
 	var buf []byte
 	for {
 		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
@@ -286,64 +288,64 @@ func (s *server) transmission() error {
 			}
 			return fmt.Errorf("cannot read nbd request: %w", err)
 		}
-		req, err := parseRequest(hdr[:])
+		req, err := wire.ParseRequest(hdr[:])
 		if err != nil {
 			return err
 		}
-		errno := req.check(s.size, s.opts.ReadOnly)
-		if req.typ == cmdWrite {
-			if req.length > MaxPayload {
-				return fmt.Errorf("nbd: write of %d bytes exceeds the %d byte limit", req.length, MaxPayload)
+		errno := check(req, s.size, s.opts.ReadOnly)
+		if req.Type == wire.CmdWrite {
+			if req.Length > MaxPayload {
+				return fmt.Errorf("nbd: write of %d bytes exceeds the %d byte limit", req.Length, MaxPayload)
 			}
 			// The payload follows whatever we answer.
-			buf = grow(buf, int(req.length))
+			buf = grow(buf, int(req.Length))
 			if _, err := io.ReadFull(s.r, buf); err != nil {
 				return fmt.Errorf("cannot read nbd write payload: %w", err)
 			}
 		}
-		if req.typ == cmdDisc {
+		if req.Type == wire.CmdDisc {
 			if err := s.dev.Flush(s.ctx); err != nil && s.opts.Log != nil {
 				s.opts.Log(err)
 			}
 			return nil
 		}
 		if errno != 0 {
-			if err := s.reply(req.cookie, errno, nil); err != nil {
+			if err := s.reply(req.Cookie, errno, nil); err != nil {
 				return err
 			}
 			continue
 		}
-		off := int64(req.offset)
+		off := int64(req.Offset)
 		var data []byte
-		switch req.typ {
-		case cmdRead:
-			buf = grow(buf, int(req.length))
+		switch req.Type {
+		case wire.CmdRead:
+			buf = grow(buf, int(req.Length))
 			if err := s.dev.ReadAt(s.ctx, buf, off); err != nil {
 				errno = s.ioErr(err)
 			} else {
 				data = buf
 			}
-		case cmdWrite:
+		case wire.CmdWrite:
 			if err := s.dev.WriteAt(s.ctx, buf, off); err != nil {
 				errno = s.ioErr(err)
 			}
-		case cmdWriteZeroes:
-			if err := s.dev.WriteZeroes(s.ctx, off, int64(req.length)); err != nil {
+		case wire.CmdWriteZeroes:
+			if err := s.dev.WriteZeroes(s.ctx, off, int64(req.Length)); err != nil {
 				errno = s.ioErr(err)
 			}
-		case cmdTrim:
+		case wire.CmdTrim:
 			// Discard is advisory: the blocks keep their content.
-		case cmdFlush:
+		case wire.CmdFlush:
 			if err := s.dev.Flush(s.ctx); err != nil {
 				errno = s.ioErr(err)
 			}
 		}
-		if errno == 0 && req.flags&cmdFlagFUA != 0 && req.typ != cmdRead && req.typ != cmdFlush {
+		if errno == 0 && req.Flags&wire.CmdFlagFUA != 0 && req.Type != wire.CmdRead && req.Type != wire.CmdFlush {
 			if err := s.dev.Flush(s.ctx); err != nil {
 				errno = s.ioErr(err)
 			}
 		}
-		if err := s.reply(req.cookie, errno, data); err != nil {
+		if err := s.reply(req.Cookie, errno, data); err != nil {
 			return err
 		}
 	}

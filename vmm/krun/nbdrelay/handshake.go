@@ -24,52 +24,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/torkbot/sandbox/blockstore/nbd/wire"
 )
 
-// Wire constants of the NBD protocol (doc/proto.md of the NBD project), the
-// subset this package speaks.
+// What the relay passes on, and handshake bounds.
 const (
-	nbdMagic      = 0x4e42444d41474943 // "NBDMAGIC"
-	optMagic      = 0x49484156454f5054 // "IHAVEOPT"
-	optReplyMagic = 0x0003e889045565a9
-	requestMagic  = 0x25609513
-	replyMagic    = 0x67446698
-
-	flagFixedNewstyle = 1 << 0
-	flagNoZeroes      = 1 << 1
-
-	optExportName = 1
-	optAbort      = 2
-	optInfo       = 6
-	optGo         = 7
-
-	repAck      = 1
-	repInfo     = 3
-	repErrUnsup = 1<<31 + 1
-	repErrInval = 1<<31 + 3
-	infoExport  = 0
-
-	cmdRead        = 0
-	cmdWrite       = 1
-	cmdDisc        = 2
-	cmdFlush       = 3
-	cmdTrim        = 4
-	cmdWriteZeroes = 6
-
-	errInval    = 22
-	errOverflow = 75
-	errShutdown = 108
-
-	requestSize = 28
-	replySize   = 16
-
-	// MaxPayload bounds one READ or WRITE, as blockstore/nbd does.
-	MaxPayload = 32 << 20
-	// maxOptionLength bounds one handshake option's data.
-	maxOptionLength = 4096
-	// maxOptions bounds a handshake, so a client cannot loop forever.
-	maxOptions = 64
-
 	// relayedTFlags are the transmission flags passed from the host to the
 	// guest: HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, ROTATIONAL,
 	// SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN. Anything else (DF,
@@ -78,6 +38,10 @@ const (
 	// relayedCmdFlags are the command flags passed to the host: FUA and
 	// NO_HOLE. DF would ask for a structured reply.
 	relayedCmdFlags = 0x3
+	// maxOptionLength bounds one handshake option's data.
+	maxOptionLength = 4096
+	// maxOptions bounds a handshake, so a client cannot loop forever.
+	maxOptions = 64
 )
 
 // Export is what a handshake learns about the export.
@@ -101,21 +65,21 @@ func Handshake(rw io.ReadWriter, name string) (Export, error) {
 		return Export{}, fmt.Errorf("%w: read greeting: %v", ErrHandshake, err)
 	}
 	be := binary.BigEndian
-	if be.Uint64(hello[0:]) != nbdMagic || be.Uint64(hello[8:]) != optMagic {
+	if be.Uint64(hello[0:]) != wire.NBDMagic || be.Uint64(hello[8:]) != wire.OptMagic {
 		return Export{}, fmt.Errorf("%w: not a newstyle NBD server", ErrHandshake)
 	}
 	serverFlags := be.Uint16(hello[16:])
-	if serverFlags&flagFixedNewstyle == 0 {
+	if serverFlags&wire.FlagFixedNewstyle == 0 {
 		return Export{}, fmt.Errorf("%w: server lacks fixed newstyle", ErrHandshake)
 	}
-	clientFlags := uint32(flagFixedNewstyle)
-	if serverFlags&flagNoZeroes != 0 {
-		clientFlags |= flagNoZeroes
+	clientFlags := uint32(wire.FlagFixedNewstyle)
+	if serverFlags&wire.FlagNoZeroes != 0 {
+		clientFlags |= wire.FlagNoZeroes
 	}
 	// NBD_OPT_GO: name length, name, no information requests.
 	msg := be.AppendUint32(nil, clientFlags)
-	msg = be.AppendUint64(msg, optMagic)
-	msg = be.AppendUint32(msg, optGo)
+	msg = be.AppendUint64(msg, wire.OptMagic)
+	msg = be.AppendUint32(msg, wire.OptGo)
 	msg = be.AppendUint32(msg, uint32(4+len(name)+2))
 	msg = be.AppendUint32(msg, uint32(len(name)))
 	msg = append(msg, name...)
@@ -130,7 +94,7 @@ func Handshake(rw io.ReadWriter, name string) (Export, error) {
 		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
 			return Export{}, fmt.Errorf("%w: read option reply: %v", ErrHandshake, err)
 		}
-		if be.Uint64(hdr[0:]) != optReplyMagic || be.Uint32(hdr[8:]) != optGo {
+		if be.Uint64(hdr[0:]) != wire.OptReplyMagic || be.Uint32(hdr[8:]) != wire.OptGo {
 			return Export{}, fmt.Errorf("%w: malformed option reply", ErrHandshake)
 		}
 		typ, n := be.Uint32(hdr[12:]), be.Uint32(hdr[16:])
@@ -142,13 +106,13 @@ func Handshake(rw io.ReadWriter, name string) (Export, error) {
 			return Export{}, fmt.Errorf("%w: read option reply: %v", ErrHandshake, err)
 		}
 		switch {
-		case typ == repAck:
+		case typ == wire.RepAck:
 			if !gotInfo {
 				return Export{}, fmt.Errorf("%w: server sent no export information", ErrHandshake)
 			}
 			return exp, nil
-		case typ == repInfo:
-			if len(data) >= 12 && be.Uint16(data) == infoExport {
+		case typ == wire.RepInfo:
+			if len(data) >= 12 && be.Uint16(data) == wire.InfoExport {
 				exp = Export{Size: be.Uint64(data[2:]), Flags: be.Uint16(data[10:])}
 				gotInfo = true
 			}
@@ -163,9 +127,9 @@ func Handshake(rw io.ReadWriter, name string) (Export, error) {
 // any name. It returns done=false when the client aborted.
 func serverHandshake(rw io.ReadWriter, exp Export) (ok bool, err error) {
 	be := binary.BigEndian
-	hello := be.AppendUint64(nil, nbdMagic)
-	hello = be.AppendUint64(hello, optMagic)
-	hello = be.AppendUint16(hello, flagFixedNewstyle|flagNoZeroes)
+	hello := be.AppendUint64(nil, wire.NBDMagic)
+	hello = be.AppendUint64(hello, wire.OptMagic)
+	hello = be.AppendUint16(hello, wire.FlagFixedNewstyle|wire.FlagNoZeroes)
 	if _, err := rw.Write(hello); err != nil {
 		return false, err
 	}
@@ -173,14 +137,14 @@ func serverHandshake(rw io.ReadWriter, exp Export) (ok bool, err error) {
 	if _, err := io.ReadFull(rw, cf[:]); err != nil {
 		return false, err
 	}
-	noZeroes := be.Uint32(cf[:])&flagNoZeroes != 0
+	noZeroes := be.Uint32(cf[:])&wire.FlagNoZeroes != 0
 	flags := exp.Flags & relayedTFlags
 	for range maxOptions {
 		var hdr [16]byte
 		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
 			return false, err
 		}
-		if be.Uint64(hdr[0:]) != optMagic {
+		if be.Uint64(hdr[0:]) != wire.OptMagic {
 			return false, errors.New("nbdrelay: bad option magic from guest")
 		}
 		opt, n := be.Uint32(hdr[8:]), be.Uint32(hdr[12:])
@@ -192,7 +156,7 @@ func serverHandshake(rw io.ReadWriter, exp Export) (ok bool, err error) {
 			return false, err
 		}
 		switch opt {
-		case optExportName:
+		case wire.OptExportName:
 			msg := be.AppendUint64(nil, exp.Size)
 			msg = be.AppendUint16(msg, flags)
 			if !noZeroes {
@@ -200,24 +164,24 @@ func serverHandshake(rw io.ReadWriter, exp Export) (ok bool, err error) {
 			}
 			_, err := rw.Write(msg)
 			return err == nil, err
-		case optGo, optInfo:
-			info := be.AppendUint16(nil, infoExport)
+		case wire.OptGo, wire.OptInfo:
+			info := be.AppendUint16(nil, wire.InfoExport)
 			info = be.AppendUint64(info, exp.Size)
 			info = be.AppendUint16(info, flags)
-			if err := optReply(rw, opt, repInfo, info); err != nil {
+			if err := optReply(rw, opt, wire.RepInfo, info); err != nil {
 				return false, err
 			}
-			if err := optReply(rw, opt, repAck, nil); err != nil {
+			if err := optReply(rw, opt, wire.RepAck, nil); err != nil {
 				return false, err
 			}
-			if opt == optGo {
+			if opt == wire.OptGo {
 				return true, nil
 			}
-		case optAbort:
-			optReply(rw, opt, repAck, nil)
+		case wire.OptAbort:
+			optReply(rw, opt, wire.RepAck, nil)
 			return false, nil
 		default:
-			if err := optReply(rw, opt, repErrUnsup, nil); err != nil {
+			if err := optReply(rw, opt, wire.RepErrUnsup, nil); err != nil {
 				return false, err
 			}
 		}
@@ -227,49 +191,10 @@ func serverHandshake(rw io.ReadWriter, exp Export) (ok bool, err error) {
 
 func optReply(w io.Writer, opt, typ uint32, data []byte) error {
 	be := binary.BigEndian
-	msg := be.AppendUint64(nil, optReplyMagic)
+	msg := be.AppendUint64(nil, wire.OptReplyMagic)
 	msg = be.AppendUint32(msg, opt)
 	msg = be.AppendUint32(msg, typ)
 	msg = be.AppendUint32(msg, uint32(len(data)))
 	_, err := w.Write(append(msg, data...))
 	return err
-}
-
-// request is one transmission-phase request header.
-type request struct {
-	flags  uint16
-	typ    uint16
-	cookie uint64
-	offset uint64
-	length uint32
-}
-
-var errBadMagic = errors.New("nbdrelay: bad request magic")
-
-func parseRequest(b []byte) (request, error) {
-	be := binary.BigEndian
-	if len(b) != requestSize {
-		return request{}, fmt.Errorf("nbdrelay: request header is %d bytes", len(b))
-	}
-	if be.Uint32(b) != requestMagic {
-		return request{}, errBadMagic
-	}
-	return request{flags: be.Uint16(b[4:]), typ: be.Uint16(b[6:]), cookie: be.Uint64(b[8:]), offset: be.Uint64(b[16:]), length: be.Uint32(b[24:])}, nil
-}
-
-func (r request) append(b []byte) []byte {
-	be := binary.BigEndian
-	b = be.AppendUint32(b, requestMagic)
-	b = be.AppendUint16(b, r.flags)
-	b = be.AppendUint16(b, r.typ)
-	b = be.AppendUint64(b, r.cookie)
-	b = be.AppendUint64(b, r.offset)
-	return be.AppendUint32(b, r.length)
-}
-
-func appendReply(b []byte, errno uint32, cookie uint64) []byte {
-	be := binary.BigEndian
-	b = be.AppendUint32(b, replyMagic)
-	b = be.AppendUint32(b, errno)
-	return be.AppendUint64(b, cookie)
 }

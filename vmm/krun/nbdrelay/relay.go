@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/torkbot/sandbox/blockstore/nbd/wire"
 )
 
 // Relay is one host NBD session shared by successive guest connections.
@@ -76,13 +78,13 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 func (r *Relay) readReplies() error {
-	var hdr [replySize]byte
+	var hdr [wire.ReplySize]byte
 	be := binary.BigEndian
 	for {
 		if _, err := io.ReadFull(r.host, hdr[:]); err != nil {
 			return fmt.Errorf("%w: %v", ErrHostGone, err)
 		}
-		if be.Uint32(hdr[0:]) != replyMagic {
+		if be.Uint32(hdr[0:]) != wire.SimpleReplyMagic {
 			return fmt.Errorf("%w: bad reply magic %#x", ErrHostGone, be.Uint32(hdr[0:]))
 		}
 		errno, cookie := be.Uint32(hdr[4:]), be.Uint64(hdr[8:])
@@ -112,7 +114,7 @@ func (g *guestConn) reply(errno uint32, cookie uint64, data []byte) {
 	if g.gone {
 		return
 	}
-	msg := appendReply(make([]byte, 0, replySize+len(data)), errno, cookie)
+	msg := wire.AppendSimpleReply(make([]byte, 0, wire.ReplySize+len(data)), errno, cookie)
 	if _, err := g.conn.Write(append(msg, data...)); err != nil {
 		g.gone = true
 	}
@@ -138,7 +140,7 @@ func (r *Relay) ServeGuest(ctx context.Context, conn net.Conn) error {
 	if err != nil || !ok {
 		return err
 	}
-	var hdr [requestSize]byte
+	var hdr [wire.RequestSize]byte
 	for {
 		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -146,46 +148,46 @@ func (r *Relay) ServeGuest(ctx context.Context, conn net.Conn) error {
 			}
 			return err
 		}
-		req, err := parseRequest(hdr[:])
+		req, err := wire.ParseRequest(hdr[:])
 		if err != nil {
 			return err
 		}
 		var payload []byte
-		if req.typ == cmdWrite {
-			if req.length > MaxPayload {
+		if req.Type == wire.CmdWrite {
+			if req.Length > wire.MaxPayload {
 				// Its payload cannot be skipped safely: end the connection.
-				return fmt.Errorf("nbdrelay: guest write of %d bytes exceeds %d", req.length, MaxPayload)
+				return fmt.Errorf("nbdrelay: guest write of %d bytes exceeds %d", req.Length, wire.MaxPayload)
 			}
-			payload = make([]byte, req.length)
+			payload = make([]byte, req.Length)
 			if _, err := io.ReadFull(conn, payload); err != nil {
 				return err
 			}
 		}
-		switch req.typ {
-		case cmdDisc:
+		switch req.Type {
+		case wire.CmdDisc:
 			// The host session outlives this connection: not forwarded.
 			return nil
-		case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdWriteZeroes:
+		case wire.CmdRead, wire.CmdWrite, wire.CmdFlush, wire.CmdTrim, wire.CmdWriteZeroes:
 		default:
-			g.reply(errInval, req.cookie, nil)
+			g.reply(wire.ErrInval, req.Cookie, nil)
 			continue
 		}
-		if req.typ == cmdRead && req.length > MaxPayload {
-			g.reply(errOverflow, req.cookie, nil)
+		if req.Type == wire.CmdRead && req.Length > wire.MaxPayload {
+			g.reply(wire.ErrOverflow, req.Cookie, nil)
 			continue
 		}
 		if err := r.forward(g, req, payload); err != nil {
-			g.reply(errShutdown, req.cookie, nil)
+			g.reply(wire.ErrShutdown, req.Cookie, nil)
 			return err
 		}
 	}
 }
 
 // forward sends req to the host under a cookie of the relay's.
-func (r *Relay) forward(g *guestConn, req request, payload []byte) error {
-	p := pending{guest: g, cookie: req.cookie}
-	if req.typ == cmdRead {
-		p.read = req.length
+func (r *Relay) forward(g *guestConn, req wire.Request, payload []byte) error {
+	p := pending{guest: g, cookie: req.Cookie}
+	if req.Type == wire.CmdRead {
+		p.read = req.Length
 	}
 	r.mu.Lock()
 	if r.closed {
@@ -202,9 +204,9 @@ func (r *Relay) forward(g *guestConn, req request, payload []byte) error {
 	r.mu.Unlock()
 
 	out := req
-	out.cookie = cookie
-	out.flags &= relayedCmdFlags
-	msg := out.append(make([]byte, 0, requestSize+len(payload)))
+	out.Cookie = cookie
+	out.Flags &= relayedCmdFlags
+	msg := out.Append(make([]byte, 0, wire.RequestSize+len(payload)))
 	r.writeMu.Lock()
 	_, err := r.host.Write(append(msg, payload...))
 	r.writeMu.Unlock()

@@ -123,7 +123,7 @@ func (s *Selector) krun(ctx context.Context, settings Settings, kernel, initrd s
 	if newKrun == nil {
 		newKrun = func(ctx context.Context, opts krun.Options) (vmm.Engine, error) { return krun.New(ctx, opts) }
 	}
-	e, err := newKrun(ctx, krun.Options{Helper: settings.KrunHelper, Library: settings.KrunLibrary, Kernel: kernel, Initrd: initrd})
+	e, err := newKrun(ctx, krun.Options{Helper: settings.KrunHelper, Library: settings.KrunLibrary, Kernel: kernel, Initrd: initrd, ProbeCacheDir: settings.ProbeCacheDir})
 	if err != nil {
 		return Selected{}, err
 	}

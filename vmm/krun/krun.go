@@ -69,6 +69,9 @@ type Options struct {
 	// really runs guests; empty skips that check.
 	Kernel string
 	Initrd string
+	// ProbeCacheDir keeps the test boot's verdict across processes
+	// (vmm.ProbeCache); "" keeps it for this process only.
+	ProbeCacheDir string
 }
 
 // Engine starts libkrun machines.
@@ -92,11 +95,40 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	if opts.Kernel != "" && opts.Initrd != "" {
-		if err := e.bootProbe(ctx, opts.Kernel, opts.Initrd); err != nil {
+		if err := e.cachedBootProbe(ctx, opts); err != nil {
 			return nil, err
 		}
 	}
 	return e, nil
+}
+
+// cachedBootProbe is bootProbe, whose verdict costs a guest boot (seconds
+// on a broken KVM), kept like QEMU's KVM probe. The quick probe above still
+// runs every time, so a library that went away is noticed at once.
+func (e *Engine) cachedBootProbe(ctx context.Context, opts Options) error {
+	cache := vmm.ProbeCache{Dir: opts.ProbeCacheDir, Kind: "krun-boot"}
+	key := cache.Key(e.helper, e.library, opts.Kernel, opts.Initrd, "/dev/kvm")
+	if v, ok := cache.Load(key); ok {
+		if v == "ok" {
+			return nil
+		}
+		if reason, failed := strings.CutPrefix(v, "error: "); failed {
+			where := "this process"
+			if opts.ProbeCacheDir != "" {
+				where = "the krun-boot-* files of " + opts.ProbeCacheDir + ": delete them to probe again"
+			}
+			return fmt.Errorf("%w: %s (the verdict of an earlier test boot, kept in %s)", ErrUnavailable, reason, where)
+		}
+	}
+	err := e.bootProbe(ctx, opts.Kernel, opts.Initrd)
+	switch {
+	case err == nil:
+		cache.Store(key, "ok")
+	case errors.Is(err, ErrUnavailable) && ctx.Err() == nil:
+		reason := strings.TrimPrefix(err.Error(), ErrUnavailable.Error()+": ")
+		cache.Store(key, "error: "+strings.ReplaceAll(reason, "\n", "; "))
+	}
+	return err
 }
 
 // FindHelper returns the helper to run: explicit when set, else the one the

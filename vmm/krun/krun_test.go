@@ -337,12 +337,15 @@ func TestBootProbe(t *testing.T) {
 	helper, library := build(t)
 	t.Setenv("KRUN_STANDIN_LOG", filepath.Join(t.TempDir(), "calls"))
 	dir := t.TempDir()
-	kernel, initrd := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd.cpio")
-	os.WriteFile(kernel, nil, 0o644)
-	os.WriteFile(initrd, nil, 0o644)
-	opts := krun.Options{Helper: helper, Library: library, Kernel: kernel, Initrd: initrd}
+	// Each case boots its own kernel file: verdicts are kept per kernel.
+	options := func(name, cacheDir string) krun.Options {
+		kernel, initrd := filepath.Join(dir, name), filepath.Join(dir, "initrd.cpio")
+		os.WriteFile(kernel, []byte(name), 0o644)
+		os.WriteFile(initrd, nil, 0o644)
+		return krun.Options{Helper: helper, Library: library, Kernel: kernel, Initrd: initrd, ProbeCacheDir: cacheDir}
+	}
 	t.Setenv("KRUN_STANDIN_CONSOLE", "[    0.5] Run /init as init process")
-	_, err := krun.New(context.Background(), opts)
+	_, err := krun.New(context.Background(), options("boots", ""))
 	if err != nil && strings.Contains(err.Error(), "/dev/kvm") {
 		t.Skipf("the probe stops before the boot probe here: %v", err)
 	}
@@ -350,8 +353,19 @@ func TestBootProbe(t *testing.T) {
 		t.Fatalf("a guest that reaches init: %v", err)
 	}
 	t.Setenv("KRUN_STANDIN_CONSOLE", "[    0.1] real-mode setup, then nothing")
-	_, err = krun.New(context.Background(), opts)
+	cache := t.TempDir()
+	stuck := options("stuck", cache)
+	_, err = krun.New(context.Background(), stuck)
 	if !errors.Is(err, krun.ErrUnavailable) || !strings.Contains(err.Error(), "did not reach init") || !strings.Contains(err.Error(), "real-mode setup") {
 		t.Errorf("a guest that never reaches init: %v", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(cache, "krun-boot-*")); len(files) != 1 {
+		t.Errorf("verdict files %q, want one", files)
+	}
+	// The verdict is kept: no second test boot, even if it would now pass.
+	t.Setenv("KRUN_STANDIN_CONSOLE", "[    0.5] Run /init as init process")
+	_, err = krun.New(context.Background(), stuck)
+	if !errors.Is(err, krun.ErrUnavailable) || !strings.Contains(err.Error(), "did not reach init") || !strings.Contains(err.Error(), "earlier test boot") {
+		t.Errorf("a kept verdict: %v", err)
 	}
 }

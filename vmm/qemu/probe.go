@@ -3,13 +3,8 @@ package qemu
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,59 +20,29 @@ const kvmProbeTimeout = 4 * time.Second
 // over to the initrd's /init: the probe's proof that the guest booted.
 const kvmBootMarker = "Run /init as init process"
 
-var probeMemo sync.Map // cache key → accelerator, for this process
-
 // chooseAccel answers whether KVM can boot this kernel here: /dev/kvm must
 // open, and a real boot of the kernel with -accel kvm must reach /init
 // within kvmProbeTimeout. Otherwise TCG. The verdict is kept per process and,
-// when cacheDir is set, on disk keyed by everything it depends on.
+// when cacheDir is set, on disk (vmm.ProbeCache).
 func chooseAccel(ctx context.Context, binary, kernel, initrd, cacheDir string) string {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return AccelTCG
 	}
 	f.Close()
-	key := probeKey(binary, kernel, initrd)
-	if v, ok := probeMemo.Load(key); ok {
-		return v.(string)
-	}
-	cacheFile := ""
-	if cacheDir != "" {
-		cacheFile = filepath.Join(cacheDir, "accel-"+key)
-		if b, err := os.ReadFile(cacheFile); err == nil {
-			if v := strings.TrimSpace(string(b)); v == AccelKVM || v == AccelTCG {
-				probeMemo.Store(key, v)
-				return v
-			}
-		}
+	cache := vmm.ProbeCache{Dir: cacheDir, Kind: "accel"}
+	key := cache.Key(binary, kernel, initrd)
+	if v, ok := cache.Load(key); ok && (v == AccelKVM || v == AccelTCG) {
+		return v
 	}
 	accel := AccelTCG
 	if kvmBoots(ctx, binary, kernel, initrd) {
 		accel = AccelKVM
 	}
-	probeMemo.Store(key, accel)
-	if cacheFile != "" && ctx.Err() == nil {
-		writeFileAtomic(cacheFile, []byte(accel+"\n"))
+	if ctx.Err() == nil {
+		cache.Store(key, accel)
 	}
 	return accel
-}
-
-// probeKey names what the verdict depends on: the QEMU binary, the guest
-// kernel and initrd, and the host kernel (a host update can fix or break KVM).
-func probeKey(paths ...string) string {
-	h := sha256.New()
-	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil {
-			fmt.Fprintf(h, "%s %d %d\n", p, st.Size(), st.ModTime().UnixNano())
-		}
-	}
-	if rel, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		h.Write(rel)
-	}
-	if ver, err := os.ReadFile("/proc/sys/kernel/version"); err == nil {
-		h.Write(ver)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 func kvmBoots(ctx context.Context, binary, kernel, initrd string) bool {
@@ -135,19 +100,4 @@ func (b *lockedBuffer) Contains(s string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return bytes.Contains(b.buf.Bytes(), []byte(s))
-}
-
-func writeFileAtomic(path string, data []byte) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".accel-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(data)
-	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Rename(tmp.Name(), path) != nil {
-		os.Remove(tmp.Name())
-	}
 }

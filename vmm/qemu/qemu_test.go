@@ -132,10 +132,11 @@ func TestProbe(t *testing.T) {
 	t.Logf("probe chose %s in %v", accel, time.Since(start))
 
 	// Flip the cached verdict: a fresh process (no memo) must believe the disk.
-	key := probeKey(binary, kernel, initrd)
+	pc := vmm.ProbeCache{Dir: cache, Kind: "accel"}
+	key := pc.Key(binary, kernel, initrd)
 	flipped := map[string]string{AccelTCG: AccelKVM, AccelKVM: AccelTCG}[accel]
 	os.WriteFile(filepath.Join(cache, "accel-"+key), []byte(flipped+"\n"), 0o644)
-	probeMemo.Delete(key)
+	pc.Forget(key)
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		return // without /dev/kvm the probe never consults the cache
 	}

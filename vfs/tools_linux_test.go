@@ -88,7 +88,7 @@ func TestGit(t *testing.T) {
 	need(t, "git", "git")
 	mnt, _ := mount(t, vfstest.NewMemFS(nil), false, vfs.Options{})
 	git := func(args ...string) string {
-		return run(t, mnt, "git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"}, args...)...)
+		return run(t, mnt, "git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"}, args...)...)
 	}
 	git("init", "-q", "repo")
 	run(t, mnt, "sh", "-c", "echo hi > repo/README && mkdir repo/src && echo 'int main(){return 0;}' > repo/src/main.c")

@@ -153,18 +153,18 @@ describe("address text", () => {
     assert.equal(text("203.0.113.10:5432"), "203.0.113.10 5432");
     assert.equal(text("[2001:DB8::1]:443"), "2001:db8::1 443");
     assert.equal(text({ ip: "2001:db8::1", port: 53 }), "2001:db8::1 53");
-    for (const bad of ["2001:db8::1:443", "203.0.113.10" as `${string}:${number}`, "example.com:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+    for (const bad of ["2001:db8::1:443", "203.0.113.10" as `${string}:${number}`, "example.test:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
       assert.throws(() => parseEndpointSpec(bad as never), /invalid endpoint spec/, JSON.stringify(bad));
     }
   });
 
   test("resolver specs default to port 53", () => {
-    assert.deepEqual(parseResolverSpec("1.1.1.1"), { ip: "1.1.1.1", port: 53 });
-    assert.deepEqual(parseResolverSpec("1.1.1.1:5353"), { ip: "1.1.1.1", port: 5353 });
-    assert.deepEqual(parseResolverSpec("2606:4700:4700::1111"), { ip: "2606:4700:4700::1111", port: 53 });
-    assert.deepEqual(parseResolverSpec("[2606:4700:4700::1111]:853"), { ip: "2606:4700:4700::1111", port: 853 });
+    assert.deepEqual(parseResolverSpec("192.0.2.53"), { ip: "192.0.2.53", port: 53 });
+    assert.deepEqual(parseResolverSpec("192.0.2.53:5353"), { ip: "192.0.2.53", port: 5353 });
+    assert.deepEqual(parseResolverSpec("2001:db8::53"), { ip: "2001:db8::53", port: 53 });
+    assert.deepEqual(parseResolverSpec("[2001:db8::53]:853"), { ip: "2001:db8::53", port: 853 });
     assert.deepEqual(parseResolverSpec({ ip: "::1" }), { ip: "::1", port: 53 });
-    for (const bad of ["dns.google", "1.1.1.1:", "[::1", { ip: "1.1.1.1", port: 0 }]) {
+    for (const bad of ["dns.example.test", "192.0.2.53:", "[::1", { ip: "192.0.2.53", port: 0 }]) {
       assert.throws(() => parseResolverSpec(bad), /invalid DNS resolver/, JSON.stringify(bad));
     }
   });

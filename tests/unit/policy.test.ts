@@ -195,17 +195,17 @@ describe("matchHttp and acceptHttp", () => {
   });
 
   test("ports in string and object specs; predicates", async () => {
-    assert.ok(await probe(pinned("api.example.com"), (c) => c.matchHttp("api.example.com:443")));
-    assert.equal(await probe(pinned("api.example.com", 80), (c) => c.matchHttp("api.example.com:443")), undefined);
-    assert.ok(await probe(pinned("api.example.com", 8443), (c) => c.matchHttp({ hostname: "api.example.com", port: 8443 })));
-    assert.ok(await probe(pinned("a.example.com"), (c) => c.matchHttp((m) => m.hostname.endsWith(".example.com"))));
-    await assert.rejects(probe(pinned("a.example.com"), (c) => c.matchHttp("https://a.example.com")), /invalid HTTP authority/);
-    await assert.rejects(probe(pinned("a.example.com"), (c) => c.matchHttp("a.example.com:http")), /invalid HTTP authority/);
+    assert.ok(await probe(pinned("api.example.test"), (c) => c.matchHttp("api.example.test:443")));
+    assert.equal(await probe(pinned("api.example.test", 80), (c) => c.matchHttp("api.example.test:443")), undefined);
+    assert.ok(await probe(pinned("api.example.test", 8443), (c) => c.matchHttp({ hostname: "api.example.test", port: 8443 })));
+    assert.ok(await probe(pinned("a.example.test"), (c) => c.matchHttp((m) => m.hostname.endsWith(".example.test"))));
+    await assert.rejects(probe(pinned("a.example.test"), (c) => c.matchHttp("https://a.example.test")), /invalid HTTP authority/);
+    await assert.rejects(probe(pinned("a.example.test"), (c) => c.matchHttp("a.example.test:http")), /invalid HTTP authority/);
   });
 
   test("never matches UDP flows or DNS queries", async () => {
-    assert.equal(await probe({ ...udp("203.0.113.10", 443), pinnedHostname: "api.example.com" }, (c) => c.matchHttp("api.example.com")), undefined);
-    assert.equal(await probe({ ...dnsQuery("tcp"), pinnedHostname: "api.example.com" }, (c) => c.matchHttp("api.example.com")), undefined);
+    assert.equal(await probe({ ...udp("203.0.113.10", 443), pinnedHostname: "api.example.test" }, (c) => c.matchHttp("api.example.test")), undefined);
+    assert.equal(await probe({ ...dnsQuery("tcp"), pinnedHostname: "api.example.test" }, (c) => c.matchHttp("api.example.test")), undefined);
   });
 
   test("accept(middleware) records the middleware under an id until released", async () => {
@@ -222,7 +222,7 @@ describe("matchHttp and acceptHttp", () => {
     assert.equal(typeof middleware, "function");
     evaluator.releaseMiddleware(id as number);
     assert.equal(evaluator.middleware(id as number), undefined);
-    assert.deepEqual(await evaluator.evaluate(pinned("example.org")), DENY);
+    assert.deepEqual(await evaluator.evaluate(pinned("other.test")), DENY);
   });
 
   test("acceptHttp without middleware, and its refusals", async () => {
@@ -233,10 +233,10 @@ describe("matchHttp and acceptHttp", () => {
 
   test("a middleware-less HTTP grant registers nothing; denied flows register nothing", async () => {
     const evaluator = new PolicyEvaluator(network.policy((conn) => {
-      conn.matchHttp("api.example.com")?.accept(() => undefined);
+      conn.matchHttp("api.example.test")?.accept(() => undefined);
       throw new Error("deny after all");
     }));
-    assert.deepEqual(await evaluator.evaluate(pinned("api.example.com")), DENY);
+    assert.deepEqual(await evaluator.evaluate(pinned("api.example.test")), DENY);
     assert.equal(evaluator.middleware(1), undefined);
   });
 });

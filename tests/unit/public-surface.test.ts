@@ -48,7 +48,7 @@ export async function readmeUsage(
     rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.23"), writable: blockStore }),
     resources: { cpus: 4, memoryMiB: 4096 },
     network: network.policy(async (conn) => {
-      if (conn.matchDns("1.1.1.1")?.accept()) return;
+      if (conn.matchDns("192.0.2.53")?.accept()) return;
       const github = conn.matchHttp("api.github.com");
       if (!github) return;
       if (!(await allow(github))) return;
@@ -67,8 +67,8 @@ export async function readmeUsage(
     if (conn.transport === "tcp") conn.matchTcp("203.0.113.10:5432")?.accept();
     if (conn.transport === "udp") conn.matchUdp("203.0.113.10:8125")?.accept();
     const dns = conn.matchDns((candidate) => candidate.transport === "udp");
-    dns?.accept({ resolvers: ["1.1.1.1", "8.8.8.8"] });
-    conn.matchHttp((candidate) => candidate.hostname.endsWith(".example.com"))?.accept((request) => {
+    dns?.accept({ resolvers: ["192.0.2.53", "198.51.100.53"] });
+    conn.matchHttp((candidate) => candidate.hostname.endsWith(".example.test"))?.accept((request) => {
       request.headers.set("x-agent-policy", "allowed");
     });
   });

@@ -7,29 +7,10 @@ import (
 	"io"
 	"testing"
 
+	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
+
 	"github.com/torkbot/sandbox/blockstore/nbd/wire"
 )
-
-// memDevice is a byte-slice Device for the fuzz targets.
-type memDevice struct {
-	b       []byte
-	flushes int
-}
-
-func (m *memDevice) Size() int64 { return int64(len(m.b)) }
-func (m *memDevice) ReadAt(_ context.Context, p []byte, off int64) error {
-	copy(p, m.b[off:off+int64(len(p))])
-	return nil
-}
-func (m *memDevice) WriteAt(_ context.Context, p []byte, off int64) error {
-	copy(m.b[off:off+int64(len(p))], p)
-	return nil
-}
-func (m *memDevice) WriteZeroes(_ context.Context, off, n int64) error {
-	clear(m.b[off : off+n])
-	return nil
-}
-func (m *memDevice) Flush(context.Context) error { m.flushes++; return nil }
 
 func req(typ, flags uint16, off uint64, length uint32) []byte {
 	b := binary.BigEndian.AppendUint32(nil, wire.RequestMagic)
@@ -71,7 +52,7 @@ func FuzzServe(f *testing.F) {
 	f.Add(append(old, opt(wire.OptExportName, nil)...))
 	f.Add(append(bytes.Clone(old), opt(wire.OptAbort, nil)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dev := &memDevice{b: make([]byte, 1<<20)}
+		dev := nbdtest.NewMemDevice(1 << 20)
 		rw := struct {
 			io.Reader
 			io.Writer
@@ -108,7 +89,7 @@ func FuzzRequest(f *testing.F) {
 }
 
 func TestSeedSessionServes(t *testing.T) {
-	dev := &memDevice{b: make([]byte, 1<<20)}
+	dev := nbdtest.NewMemDevice(1 << 20)
 	var out bytes.Buffer
 	rw := struct {
 		io.Reader
@@ -117,12 +98,12 @@ func TestSeedSessionServes(t *testing.T) {
 	if err := serve(context.Background(), rw, dev, Options{Name: "root"}); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(dev.b[512:516], []byte{1, 2, 3, 4}) {
+	if !bytes.Equal(dev.Bytes(512, 4), []byte{1, 2, 3, 4}) {
 		t.Fatal("write not applied")
 	}
 	// FUA write, FLUSH and DISC each flush the device.
-	if dev.flushes != 3 {
-		t.Fatalf("device flushed %d times, want 3", dev.flushes)
+	if dev.Flushes() != 3 {
+		t.Fatalf("device flushed %d times, want 3", dev.Flushes())
 	}
 	// Replies: every option answered, then one simple reply per request
 	// except DISC; the READ past the end gets EINVAL and no data.

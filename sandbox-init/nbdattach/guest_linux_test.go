@@ -10,37 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/sandbox-init/nbdattach"
 )
-
-type memDevice struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (d *memDevice) Size() int64 { return int64(len(d.b)) }
-func (d *memDevice) ReadAt(_ context.Context, p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(p, d.b[off:])
-	return nil
-}
-func (d *memDevice) WriteAt(_ context.Context, p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(d.b[off:], p)
-	return nil
-}
-func (d *memDevice) WriteZeroes(_ context.Context, off, n int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	clear(d.b[off : off+n])
-	return nil
-}
-func (d *memDevice) Flush(context.Context) error { return nil }
 
 // TestAttachReconnectInGuest runs inside a sandbox VM as root (vmm/krun's
 // guest test copies this test binary in and sets SANDBOX_GUEST_TEST=1). It
@@ -51,7 +27,7 @@ func TestAttachReconnectInGuest(t *testing.T) {
 	if os.Getenv("SANDBOX_GUEST_TEST") != "1" {
 		t.Skip("runs inside a sandbox VM with the nbd module (vmm/krun TestGuestPaths)")
 	}
-	dev := &memDevice{b: make([]byte, 8<<20)}
+	dev := nbdtest.NewMemDevice(8 << 20)
 	var mu sync.Mutex
 	var servers []net.Conn
 	dial := func() (*os.File, error) {
@@ -97,10 +73,7 @@ func TestAttachReconnectInGuest(t *testing.T) {
 	if got := readDirect(t, d.Path, 8192); !bytes.Equal(got, block2) {
 		t.Fatal("data written across the reconnect is wrong")
 	}
-	dev.mu.Lock()
-	ok := bytes.Equal(dev.b[4096:8192], block) && bytes.Equal(dev.b[8192:12288], block2)
-	dev.mu.Unlock()
-	if !ok {
+	if !bytes.Equal(dev.Bytes(4096, 4096), block) || !bytes.Equal(dev.Bytes(8192, 4096), block2) {
 		t.Fatal("the server's disk does not hold what the guest wrote")
 	}
 	mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
 )
 
 // FuzzServeGuest feeds arbitrary guest bytes (handshake and requests) to a
@@ -20,7 +22,7 @@ func FuzzServeGuest(f *testing.F) {
 	f.Add(append(append(append([]byte{}, hello...), goOpt...), request(2, 1, 0, 0)...))
 	f.Add(append(append([]byte{}, hello...), []byte("IHAVEOPT\x00\x00\x00\x01\x00\x00\x00\x00")...))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		r := startRelay(t, &memDevice{b: make([]byte, 65536)}, false)
+		r := startRelay(t, nbdtest.NewMemDevice(65536), false)
 		g, relaySide := net.Pipe()
 		done := make(chan struct{})
 		go func() {

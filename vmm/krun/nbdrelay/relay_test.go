@@ -10,36 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
+
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/vmm/krun/nbdrelay"
 )
-
-// memDevice is a writable in-memory export for the host's real NBD server.
-type memDevice struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (d *memDevice) Size() int64 { return int64(len(d.b)) }
-func (d *memDevice) ReadAt(_ context.Context, p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(p, d.b[off:])
-	return nil
-}
-func (d *memDevice) WriteAt(_ context.Context, p []byte, off int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	copy(d.b[off:], p)
-	return nil
-}
-func (d *memDevice) WriteZeroes(_ context.Context, off, n int64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	clear(d.b[off : off+n])
-	return nil
-}
-func (d *memDevice) Flush(context.Context) error { return nil }
 
 // startRelay serves dev with blockstore/nbd on one end of a socket pair and
 // opens a relay on the other, as the helper does.
@@ -98,7 +73,7 @@ func readReply(t *testing.T, c net.Conn, n int) (errno uint32, cookie uint64, da
 }
 
 func TestRelayReadWrite(t *testing.T) {
-	dev := &memDevice{b: make([]byte, 1<<20)}
+	dev := nbdtest.NewMemDevice(1 << 20)
 	r := startRelay(t, dev, false)
 	g, exp := guest(t, r)
 	defer g.Close()
@@ -131,7 +106,7 @@ func TestRelayReadWrite(t *testing.T) {
 // handshakes afresh on the same host session and sees every write the host
 // acknowledged, and the host stream is not corrupted by the half request.
 func TestRelayReconnect(t *testing.T) {
-	dev := &memDevice{b: make([]byte, 1<<20)}
+	dev := nbdtest.NewMemDevice(1 << 20)
 	r := startRelay(t, dev, false)
 	g1, _ := guest(t, r)
 	block := bytes.Repeat([]byte{0xab}, 4096)
@@ -159,7 +134,7 @@ func TestRelayReconnect(t *testing.T) {
 }
 
 func TestRelayReadOnlyExport(t *testing.T) {
-	dev := &memDevice{b: make([]byte, 65536)}
+	dev := nbdtest.NewMemDevice(65536)
 	r := startRelay(t, dev, true)
 	g, exp := guest(t, r)
 	defer g.Close()
@@ -174,7 +149,7 @@ func TestRelayReadOnlyExport(t *testing.T) {
 
 func TestHandshakeRefused(t *testing.T) {
 	srv, cli := net.Pipe()
-	go nbd.Serve(context.Background(), srv, &memDevice{b: make([]byte, 512)}, nbd.Options{Name: "root"})
+	go nbd.Serve(context.Background(), srv, nbdtest.NewMemDevice(512), nbd.Options{Name: "root"})
 	defer cli.Close()
 	if _, err := nbdrelay.Handshake(cli, "other"); err == nil {
 		t.Fatal("handshake for an unknown export succeeded")

@@ -125,7 +125,9 @@ func (s *fileServer) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 // otherwise pay for every close (a shell redirection closes twice).
 // FOPEN_NOFLUSH on every open says the same for flush from the start.
 
-func (s *fileServer) Release(cancel <-chan struct{}, in *fuse.ReleaseIn)            {}
-func (s *fileServer) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status    { return fuse.ENOSYS }
-func (s *fileServer) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status    { return fuse.ENOSYS }
-func (s *fileServer) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.ENOSYS }
+func (s *fileServer) Release(cancel <-chan struct{}, in *fuse.ReleaseIn)         {}
+func (s *fileServer) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
+func (s *fileServer) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status { return fuse.ENOSYS }
+func (s *fileServer) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return fuse.ENOSYS
+}

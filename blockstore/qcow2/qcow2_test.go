@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/torkbot/sandbox/vmm/vmmtest"
+
 	"github.com/torkbot/sandbox/blockstore/qcow2"
 )
 
@@ -165,10 +167,7 @@ func TestNotQcow2(t *testing.T) {
 // TestBuiltInImage compares the shipped base image with qemu-img's decoding.
 func TestBuiltInImage(t *testing.T) {
 	needQemuImg(t)
-	path := "../../platform-packages/linux-x64-gnu/artifacts/images/debian-13-slim.qcow2"
-	if _, err := os.Stat(path); err != nil {
-		t.Skip("built-in image not built (run scripts/build.sh)")
-	}
+	path := filepath.Join(vmmtest.Artifacts(t), "images/debian-13-slim.qcow2")
 	if testing.Short() {
 		t.Skip("-short: skips decoding the whole built-in image")
 	}

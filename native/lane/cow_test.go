@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/vmm/vmmtest"
+
 	"github.com/torkbot/sandbox/blockstore/memstore"
 	"github.com/torkbot/sandbox/native/lane"
 	"github.com/torkbot/sandbox/vmm"
@@ -18,7 +20,7 @@ import (
 
 func bootCOW(t *testing.T, store *memstore.Store) *lane.Lane {
 	t.Helper()
-	dir := artifacts(t)
+	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
 	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
 	if err != nil {

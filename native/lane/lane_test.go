@@ -4,11 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
@@ -17,19 +18,9 @@ import (
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
 
-// artifacts is where scripts/build.sh puts the guest kernel, initrd and image.
-func artifacts(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "../../platform-packages/linux-x64-gnu/artifacts")
-	if _, err := os.Stat(filepath.Join(dir, "kernel/initrd.cpio")); err != nil {
-		t.Skipf("guest artifacts not built (run scripts/build.sh): %v", err)
-	}
-	return dir
-}
-
 func boot(t *testing.T) *lane.Lane {
 	t.Helper()
-	dir := artifacts(t)
+	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
 	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
 	if err != nil {
@@ -81,7 +72,7 @@ func TestConcurrentRuns(t *testing.T) {
 }
 
 func TestMountServedToGuest(t *testing.T) {
-	dir := artifacts(t)
+	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
 	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
 	if err != nil {

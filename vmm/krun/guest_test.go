@@ -7,11 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
@@ -26,16 +27,6 @@ import (
 // The guest half of the libkrun engine runs here in real VMs on the QEMU
 // engine (libkrun cannot run on these machines): the same guest kernel,
 // modules and sandbox-init, with the transports QEMU offers.
-
-// artifacts is where scripts/build.sh puts the guest kernel, initrd and image.
-func artifacts(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "../../platform-packages/linux-x64-gnu/artifacts")
-	if _, err := os.Stat(filepath.Join(dir, "kernel/initrd.cpio")); err != nil {
-		t.Skipf("guest artifacts not built (run scripts/build.sh): %v", err)
-	}
-	return dir
-}
 
 func qemuEngine(t *testing.T, kernel, initrd string) *qemu.Engine {
 	e, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
@@ -54,7 +45,7 @@ func TestGuestPaths(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
-	dir := artifacts(t)
+	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
 	engine := qemuEngine(t, kernel, initrd)
 	files := map[string]string{}
@@ -123,7 +114,7 @@ func TestRootOverNBDChannel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
-	dir := artifacts(t)
+	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
 	engine := qemuEngine(t, kernel, initrd)
 	image := filepath.Join(dir, "images/debian-13-slim.qcow2")

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/vmm/vmmtest"
+
 	"github.com/torkbot/sandbox/vmm"
 )
 
@@ -111,11 +113,8 @@ func TestHostTSCKHz(t *testing.T) {
 // settle within its bound whatever KVM does here, and its verdict must be
 // reused from the disk cache.
 func TestProbe(t *testing.T) {
-	artifacts := "../../platform-packages/linux-x64-gnu/artifacts/kernel"
-	kernel, initrd := filepath.Join(artifacts, "vmlinux"), filepath.Join(artifacts, "initrd.cpio")
-	if _, err := os.Stat(initrd); err != nil {
-		t.Skipf("guest kernel not built (run scripts/build.sh): %v", err)
-	}
+	artifacts := vmmtest.Artifacts(t)
+	kernel, initrd := filepath.Join(artifacts, "kernel/vmlinux"), filepath.Join(artifacts, "kernel/initrd.cpio")
 	binary, err := findBinary("")
 	if err != nil {
 		t.Skip(err)

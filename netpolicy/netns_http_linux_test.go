@@ -1,6 +1,7 @@
 package netpolicy_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,8 +25,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"context"
 
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"

@@ -319,7 +319,8 @@ print(urllib.request.urlopen("https://%s:4443/python", context=ctx, timeout=10).
 		if err != nil {
 			t.Fatalf("curl: %v\n%s", err, out)
 		}
-		if req := mw.last(); req.Destination.Hostname != "" || req.URL.Host != apiName {
+		// The URL names the original IP, never the Host header (0.6.0's rule).
+		if req := mw.last(); req.Destination.Hostname != "" || req.URL.Host != fmt.Sprintf("%s:8080", originBare) {
 			t.Fatalf("middleware saw hostname %q for URL %s", req.Destination.Hostname, req.URL)
 		}
 		if seen, ok := o.last("/spoofed"); !ok || seen.authorization != "" {

@@ -56,6 +56,10 @@
 //   - Without an authority (cleartext, no pin), any Host is forwarded to
 //     Dst and the middleware sees Destination.Hostname == "": it must not
 //     inject credentials on the strength of the Host header.
+//   - Request.URL's host is the authority, else Dst's address, with Dst's
+//     port (omitted when it is the scheme's default): never the Host
+//     header, so a middleware that reads only the URL cannot be fooled
+//     either. This is 0.6.0's rule (SNI, else pin, else original IP).
 //
 // # Why net/http and not goproxy
 //

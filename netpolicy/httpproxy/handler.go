@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,8 +41,14 @@ type flowConn struct {
 	// every request is refused with 421.
 	misdirected bool
 	scheme      string
-	transport   *http.Transport
-	rp          *httputil.ReverseProxy
+	// urlHost is the authority of Request.URL: the SNI, else the DNS pin,
+	// else the original IP, with the original port unless it is the
+	// scheme's default. Never the guest's Host header, which the guest
+	// can set to anything (0.6.0's rule, kept so middleware that trusts
+	// url.hostname behaves the same).
+	urlHost   string
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
 
 	// upstream are the flow's open upstream connections; ended is set
 	// once the guest connection is over, after which none may open.
@@ -115,6 +122,7 @@ func newFlowConn(p *Proxy, flow Flow, ti *TLSInfo) *flowConn {
 	if verifyName == "" {
 		verifyName = flow.Dst.Addr().Unmap().String()
 	}
+	fc.urlHost = urlAuthority(fc.scheme, verifyName, flow.Dst.Port())
 	dst := flow.Dst.String()
 	fc.transport = &http.Transport{
 		Proxy: nil, // never an environment proxy: upstream is always Dst
@@ -188,7 +196,7 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:   r.Method,
 		URL: &url.URL{
 			Scheme:   fc.scheme,
-			Host:     host,
+			Host:     fc.urlHost,
 			Path:     r.URL.Path,
 			RawPath:  r.URL.RawPath,
 			RawQuery: r.URL.RawQuery,
@@ -255,6 +263,19 @@ func (fc *flowConn) hostAllowed(host string) bool {
 	}
 	ip, err := netip.ParseAddr(name)
 	return err == nil && ip.Unmap() == fc.flow.Dst.Addr().Unmap()
+}
+
+// urlAuthority is host:port as a URL writes it: an IPv6 address in
+// brackets, and no port when it is the scheme's default (as WHATWG URL
+// parsing in the middleware would normalise it anyway).
+func urlAuthority(scheme, host string, port uint16) string {
+	if (scheme == "http" && port == 80) || (scheme == "https" && port == 443) {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
 
 // hopHeaders returns the canonical names of the hop-by-hop headers

@@ -308,7 +308,7 @@ func TestHTTPSInjection(t *testing.T) {
 			if r.TLS == nil || r.TLS.SNI != "example.com" || r.TLS.ALPN != map[bool]string{true: "h2", false: "http/1.1"}[tc.guestH2] {
 				t.Errorf("TLS %+v", r.TLS)
 			}
-			if r.URL.String() != "https://example.com/path?q=1" || r.Method != "GET" {
+			if want := fmt.Sprintf("https://example.com:%d/path?q=1", o.addr().Port()); r.URL.String() != want || r.Method != "GET" {
 				t.Errorf("URL %s method %s", r.URL, r.Method)
 			}
 			d := r.Destination
@@ -331,8 +331,33 @@ func TestCleartextInjection(t *testing.T) {
 	if got := o.last().Header.Get("Authorization"); got != secret {
 		t.Errorf("origin saw Authorization %q", got)
 	}
-	if r := <-seen; r.Protocol != "http/1.1" || r.TLS != nil || r.URL.String() != "http://example.com/x" {
+	if r := <-seen; r.Protocol != "http/1.1" || r.TLS != nil || r.URL.String() != fmt.Sprintf("http://example.com:%d/x", o.addr().Port()) {
 		t.Errorf("request %+v", r)
+	}
+}
+
+// TestURLNeverFromHost: the middleware's URL names the SNI, else the pin,
+// else the original IP; a Host header the guest made up is never its
+// authority, so a middleware keyed on url.hostname cannot be fooled.
+func TestURLNeverFromHost(t *testing.T) {
+	o := newOrigin(t, false, false, nil)
+	seen := make(chan *httpproxy.Request, 1)
+	h := newHarness(t, o.addr(), "", injector(seen), nil)
+	req, err := http.NewRequest("GET", "http://example.com/spoofed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.client("", false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r := <-seen
+	if want := fmt.Sprintf("http://%s/spoofed", o.addr()); r.URL.String() != want {
+		t.Errorf("URL %s, want %s (the original destination, not the Host header)", r.URL, want)
+	}
+	if r.Destination.Hostname != "" {
+		t.Errorf("Hostname %q without a pin", r.Destination.Hostname)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/dns"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/netpolicy/link"
 )
@@ -324,7 +325,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 	st, err := netpolicy.New(netpolicy.Config{
 		Policy:         h.policy,
 		MTU:            1500,
-		HostResolvers:  []netip.AddrPort{netip.AddrPortFrom(resolver, 53)},
+		HostLookup:     hostLookupVia(resolver),
 		UDPIdleTimeout: 2 * time.Second,
 		HTTP:           proxy,
 	})
@@ -353,6 +354,19 @@ func (h *harness) close(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 	h.cancel()
+}
+
+// hostLookupVia is the host's own resolution (Go's resolver: the hosts
+// file, then a nameserver) with the test's resolver as that nameserver, so
+// that nothing is asked of the machine's real resolvers.
+func hostLookupVia(ns netip.Addr) dns.LookupFunc {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, netip.AddrPortFrom(ns, 53).String())
+	}}
+	return func(ctx context.Context, name string) ([]netip.Addr, error) {
+		return r.LookupNetIP(ctx, "ip", name)
+	}
 }
 
 func fileConn(t *testing.T, fd int) net.Conn {

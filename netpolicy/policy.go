@@ -62,7 +62,7 @@ type Flow struct {
 type Decision struct {
 	Action Action
 	// Resolvers are the upstream resolvers for AcceptDNS, tried in order;
-	// empty means the host's (Config.HostResolvers or /etc/resolv.conf).
+	// empty means the host's own resolution (Config.HostLookup).
 	Resolvers []netip.AddrPort
 	// Middleware sees each request of an AcceptHTTP flow; nil passes them
 	// unchanged.

@@ -377,28 +377,26 @@ func (s *session) serveDNSTCP(guest *gonet.TCPConn, src, gw netip.AddrPort) {
 	}
 }
 
-// resolve decides one query and answers it: forwarded upstream over
-// network when granted (recording pins), REFUSED when denied, SERVFAIL
-// when no upstream answered.
+// resolve decides one query and answers it: forwarded to the decision's
+// resolvers when it names some (recording pins), answered from the host's
+// own resolution when it names none (also pinned), REFUSED when denied,
+// SERVFAIL when no upstream answered.
 func (s *session) resolve(network string, src, gw netip.AddrPort, q *mdns.Msg) *mdns.Msg {
 	d, release := s.decide(Flow{Transport: network, Src: src, Dst: gw, DNS: true})
 	defer release()
 	if d.Action != AcceptDNS {
 		return dns.Reply(q, mdns.RcodeRefused)
 	}
-	resolvers := d.Resolvers
-	if len(resolvers) == 0 {
-		resolvers = s.cfg.HostResolvers
-	}
-	if len(resolvers) == 0 {
+	var resp *mdns.Msg
+	if len(d.Resolvers) == 0 {
+		ctx, cancel := context.WithTimeout(s.ctx, dns.AttemptTimeout)
+		resp = dns.AnswerFromHost(ctx, s.cfg.HostLookup, q)
+		cancel()
+	} else {
 		var err error
-		if resolvers, err = dns.HostResolvers(s.cfg.ResolvConf); err != nil {
+		if resp, err = dns.Exchange(s.ctx, s.cfg.Dialer.DialContext, network, d.Resolvers, q); err != nil {
 			return dns.Reply(q, mdns.RcodeServerFailure)
 		}
-	}
-	resp, err := dns.Exchange(s.ctx, s.cfg.Dialer.DialContext, network, resolvers, q)
-	if err != nil {
-		return dns.Reply(q, mdns.RcodeServerFailure)
 	}
 	s.pins.Record(resp)
 	return resp

@@ -87,8 +87,6 @@ const (
 	DefaultUDPIdleTimeout = 60 * time.Second
 	// DefaultDialTimeout bounds one upstream TCP dial.
 	DefaultDialTimeout = 30 * time.Second
-	// DefaultResolvConf is where the host's resolvers are read from.
-	DefaultResolvConf = "/etc/resolv.conf"
 
 	// nicID is the netstack's only NIC.
 	nicID tcpip.NICID = 1
@@ -112,12 +110,10 @@ type Config struct {
 	// MTU is the NIC's IP MTU; 0 means DefaultMTU. The guest must use the
 	// same (1500 for a standard Ethernet guest).
 	MTU uint32
-	// HostResolvers are the resolvers used when an AcceptDNS decision names
-	// none; empty means the nameservers of ResolvConf, read per query.
-	HostResolvers []netip.AddrPort
-	// ResolvConf is read when HostResolvers is empty; "" means
-	// DefaultResolvConf.
-	ResolvConf string
+	// HostLookup answers the queries of AcceptDNS decisions that name no
+	// resolver, as the host's own programs would resolve the name
+	// (dns.AnswerFromHost); nil means dns.SystemLookup.
+	HostLookup dns.LookupFunc
 	// UDPIdleTimeout is 0 for DefaultUDPIdleTimeout.
 	UDPIdleTimeout time.Duration
 	// DialTimeout is 0 for DefaultDialTimeout.
@@ -155,8 +151,8 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MTU < header.IPv6MinimumMTU || cfg.MTU > DefaultMTU {
 		return nil, fmt.Errorf("netpolicy: MTU %d out of range [%d, %d]", cfg.MTU, header.IPv6MinimumMTU, DefaultMTU)
 	}
-	if cfg.ResolvConf == "" {
-		cfg.ResolvConf = DefaultResolvConf
+	if cfg.HostLookup == nil {
+		cfg.HostLookup = dns.SystemLookup
 	}
 	if cfg.UDPIdleTimeout <= 0 {
 		cfg.UDPIdleTimeout = DefaultUDPIdleTimeout

@@ -33,7 +33,7 @@ export interface PolicyEvent {
   readonly pinnedHostname?: string;
 }
 
-/** What the handler granted; `resolvers` undefined means the host's resolvers. */
+/** What the handler granted; `resolvers` undefined means the host's own resolution. */
 export type FlowGrant =
   | { readonly action: "accept" }
   | { readonly action: "http"; readonly middleware: HttpRequestMiddleware | undefined }

@@ -100,7 +100,7 @@ export interface DnsConnectionMatch {
   /** The sandbox resolver the guest asked. */
   readonly dst: NetworkEndpoint;
   readonly transport: NetworkTransport;
-  /** Forwards the query to `options.resolvers`, else the matched resolver spec, else the host's resolvers. */
+  /** Forwards the query to `options.resolvers`, else the matched resolver spec, else the host's own resolution (its /etc/hosts, then its nameservers). */
   accept(options?: DnsAcceptOptions): NetworkGrant;
 }
 
@@ -131,7 +131,7 @@ export interface NetworkConnectionRequestBase<TTransport extends NetworkTranspor
   readonly transport: TTransport;
   readonly src: NetworkEndpoint;
   readonly dst: NetworkEndpoint;
-  /** Raw relay of this flow (for a DNS query: forwarding to the host's resolvers). */
+  /** Raw relay of this flow (for a DNS query: answered from the host's own resolution). */
   accept(): NetworkGrant;
   /** A DNS capability when this event is a query to the sandbox resolver. */
   matchDns(

@@ -101,39 +101,6 @@ func exchangeOne(ctx context.Context, dial DialFunc, network string, resolver ne
 	}
 }
 
-// HostResolvers returns the nameservers of a resolv.conf file (normally
-// /etc/resolv.conf) as address:port pairs.
-func HostResolvers(path string) ([]netip.AddrPort, error) {
-	cc, err := mdns.ClientConfigFromFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("dns: read %s: %w", path, err)
-	}
-	port, err := parsePort(cc.Port)
-	if err != nil {
-		return nil, fmt.Errorf("dns: %s: %w", path, err)
-	}
-	var out []netip.AddrPort
-	for _, s := range cc.Servers {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			continue // unparsable: skipped like libc does.
-		}
-		out = append(out, netip.AddrPortFrom(a, port))
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("dns: %s: %w", path, ErrNoResolvers)
-	}
-	return out, nil
-}
-
-func parsePort(s string) (uint16, error) {
-	ap, err := netip.ParseAddrPort("0.0.0.0:" + s)
-	if err != nil {
-		return 0, fmt.Errorf("bad port %q", s)
-	}
-	return ap.Port(), nil
-}
-
 // MinPinLifetime is the shortest time a pin is kept: a record's TTL or
 // MinPinLifetime, whichever is longer. Guests cache answers past their TTL,
 // and a connection made from a cached answer must still match its name.

@@ -1,8 +1,12 @@
 package dns_test
 
 import (
+	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,18 +111,52 @@ func TestPinsRecord(t *testing.T) {
 	}
 }
 
-func TestHostResolvers(t *testing.T) {
-	path := t.TempDir() + "/resolv.conf"
-	if err := writeFile(path, "nameserver 192.0.2.53\nnameserver 2001:db8::53\nnameserver fe80::1%eth0\n"); err != nil {
-		t.Fatal(err)
+func TestAnswerFromHost(t *testing.T) {
+	hosts := map[string][]netip.Addr{
+		"both.test": {netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("::ffff:198.51.100.11")},
+		"v6.test":   {netip.MustParseAddr("2001:db8::20")},
 	}
-	got, err := dns.HostResolvers(path)
-	if err != nil {
-		t.Fatal(err)
+	var asked []string
+	lookup := func(_ context.Context, name string) ([]netip.Addr, error) {
+		asked = append(asked, name)
+		if name == "flaky.test" {
+			return nil, &net.DNSError{Err: "i/o timeout", Name: name, IsTimeout: true}
+		}
+		if a, ok := hosts[strings.ToLower(name)]; ok {
+			return a, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
-	want := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53"), netip.MustParseAddrPort("[2001:db8::53]:53"), netip.MustParseAddrPort("[fe80::1%eth0]:53")}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
-		t.Fatalf("HostResolvers = %v, want %v", got, want)
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		rcode int
+		want  []string
+	}{
+		{"both.test.", mdns.TypeA, mdns.RcodeSuccess, []string{"both.test.\t60\tIN\tA\t198.51.100.10", "both.test.\t60\tIN\tA\t198.51.100.11"}},
+		{"Both.Test.", mdns.TypeAAAA, mdns.RcodeSuccess, []string{"Both.Test.\t60\tIN\tAAAA\t2001:db8::10"}},
+		{"both.test.", mdns.TypeMX, mdns.RcodeSuccess, nil},    // the name exists: empty NOERROR
+		{"v6.test.", mdns.TypeA, mdns.RcodeSuccess, nil},       // exists, no IPv4
+		{"nope.test.", mdns.TypeA, mdns.RcodeNameError, nil},   // 0.6.0: NXDOMAIN
+		{"nope.test.", mdns.TypeTXT, mdns.RcodeNameError, nil}, // any type of a missing name
+		{"flaky.test.", mdns.TypeA, mdns.RcodeServerFailure, nil},
+		{".", mdns.TypeA, mdns.RcodeNameError, nil},
+	} {
+		q := new(mdns.Msg)
+		q.SetQuestion(tc.name, tc.qtype)
+		r := dns.AnswerFromHost(context.Background(), lookup, q)
+		var got []string
+		for _, rr := range r.Answer {
+			got = append(got, rr.String())
+		}
+		if r.Rcode != tc.rcode || r.Id != q.Id || !r.Response || !slices.Equal(got, tc.want) {
+			t.Errorf("%s %s: rcode %s, answers %q; want %s, %q", tc.name, mdns.TypeToString[tc.qtype], mdns.RcodeToString[r.Rcode], got, mdns.RcodeToString[tc.rcode], tc.want)
+		}
+	}
+	// The host resolver is asked for the name without its final dot, as
+	// the host's own programs would write it (search domains apply).
+	if asked[0] != "both.test" {
+		t.Errorf("asked %q", asked[0])
 	}
 }
 

@@ -143,6 +143,29 @@ describe("network policy in a VM", () => {
     }
   });
 
+  it("answers a DNS grant that names no resolver from the host's own resolution, /etc/hosts included", async () => {
+    // run.sh's /etc/hosts names hosts-file.test; no DNS server knows it.
+    const hostDns = await defineSandbox({
+      rootfs: rootfs.builtIn("debian:13-slim"),
+      network: network.policy((conn) => {
+        if (conn.matchDns(() => true)?.accept()) return;
+        conn.matchHttp("hosts-file.test")?.accept();
+      }),
+    }).boot();
+    try {
+      const r = await hostDns.exec("getent", ["hosts", "hosts-file.test"]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^${ORIGIN.replaceAll(".", "\\.")}\\s+hosts-file\\.test`));
+      // The answer pins the name, so matchHttp grants the flow.
+      const web = await hostDns.exec("curl", ["-sS", "-m", "10", "http://hosts-file.test:8080/"]);
+      assert.deepEqual([web.exitCode, web.stdout], [0, "hello from origin\n"], web.stderr);
+      const missing = await hostDns.exec("getent", ["hosts", "nowhere.test"]);
+      assert.notEqual(missing.exitCode, 0, missing.stdout);
+    } finally {
+      await hostDns.close();
+    }
+  });
+
   it("gives a sandbox without a policy no NIC at all", async () => {
     const plain = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot();
     try {

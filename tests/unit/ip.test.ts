@@ -145,27 +145,34 @@ describe("address text", () => {
     }
   });
 
-  test("endpoint specs need an IP and a port; IPv6 in brackets", () => {
+  test("endpoint specs need an IP and a port; IPv6 in brackets; others match nothing", () => {
     const text = (spec: Parameters<typeof parseEndpointSpec>[0]) => {
       const parsed = parseEndpointSpec(spec);
-      return `${formatIpAddress(parsed.address)} ${parsed.port}`;
+      return parsed === undefined ? undefined : `${formatIpAddress(parsed.address)} ${parsed.port}`;
     };
     assert.equal(text("203.0.113.10:5432"), "203.0.113.10 5432");
     assert.equal(text("[2001:DB8::1]:443"), "2001:db8::1 443");
     assert.equal(text({ ip: "2001:db8::1", port: 53 }), "2001:db8::1 53");
-    for (const bad of ["2001:db8::1:443", "203.0.113.10" as `${string}:${number}`, "example.test:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+    for (const none of ["2001:db8::1:443", "example.test:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+      assert.equal(text(none as never), undefined, JSON.stringify(none));
+    }
+    // No port separator at all is an error, as 0.6.0's "must include a port".
+    for (const bad of ["203.0.113.10", 42, null]) {
       assert.throws(() => parseEndpointSpec(bad as never), /invalid endpoint spec/, JSON.stringify(bad));
     }
   });
 
-  test("resolver specs default to port 53", () => {
+  test("resolver specs default to port 53; a hostname is no resolver", () => {
     assert.deepEqual(parseResolverSpec("192.0.2.53"), { ip: "192.0.2.53", port: 53 });
     assert.deepEqual(parseResolverSpec("192.0.2.53:5353"), { ip: "192.0.2.53", port: 5353 });
     assert.deepEqual(parseResolverSpec("2001:db8::53"), { ip: "2001:db8::53", port: 53 });
     assert.deepEqual(parseResolverSpec("[2001:db8::53]:853"), { ip: "2001:db8::53", port: 853 });
     assert.deepEqual(parseResolverSpec({ ip: "::1" }), { ip: "::1", port: 53 });
-    for (const bad of ["dns.example.test", "192.0.2.53:", "[::1", { ip: "192.0.2.53", port: 0 }]) {
-      assert.throws(() => parseResolverSpec(bad), /invalid DNS resolver/, JSON.stringify(bad));
+    for (const none of ["dns.example.test", "192.0.2.53:", "[::1", { ip: "192.0.2.53", port: 0 }]) {
+      assert.equal(parseResolverSpec(none), undefined, JSON.stringify(none));
+    }
+    for (const bad of [53, null, undefined]) {
+      assert.throws(() => parseResolverSpec(bad as never), /invalid DNS resolver/, JSON.stringify(bad));
     }
   });
 });

@@ -1,4 +1,4 @@
-// Vendored unchanged from @torkbot/sandbox 0.6.0, this package's predecessor
+// Vendored from @torkbot/sandbox 0.6.0, this package's predecessor
 // (github.com/torkbot/sandbox, tag v0.6.0, commit 8b3b07a,
 // tests/unit/native-validation.test.ts; licensed "MIT OR Apache-2.0", used here under
 // MIT). It shows that 0.6.0's own tests pass against this package. Changes:

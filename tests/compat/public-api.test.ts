@@ -1,9 +1,10 @@
-// Vendored unchanged from @torkbot/sandbox 0.6.0, this package's predecessor
+// Vendored from @torkbot/sandbox 0.6.0, this package's predecessor
 // (github.com/torkbot/sandbox, tag v0.6.0, commit 8b3b07a,
 // tests/unit/public-api.test.ts; licensed "MIT OR Apache-2.0", used here under
 // MIT). It shows that 0.6.0's own tests pass against this package. Changes:
-// this header, and the import line (0.6.0 ran its sources as .ts; these are
-// compiled to build/tests/compat/ by tests/tsconfig.json), and the one deliberate difference annotated below.
+// this header, the import line (0.6.0 ran its sources as .ts; these are
+// compiled to build/tests/compat/ by tests/tsconfig.json), and the `todo`
+// annotation of the one deliberate difference, below.
 import test from "node:test";
 import assert from "node:assert/strict";
 import {

@@ -130,7 +130,9 @@ func (f *jsFileSystem) stat(ctx context.Context, req fsRequest) (vfs.Stat, error
 	if err != nil {
 		return vfs.Stat{}, err
 	}
-	st := vfs.Stat{Type: t, Writable: js.Writable == nil || *js.Writable}
+	// A stat without `writable` is read-only to the guest's eyes (0444 files,
+	// 0555 directories), as 0.6.0 showed it; fs.memory says writable: true.
+	st := vfs.Stat{Type: t, Writable: js.Writable != nil && *js.Writable}
 	if js.SizeBytes != nil && *js.SizeBytes >= 0 {
 		st.Size = *js.SizeBytes
 	}

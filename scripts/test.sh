@@ -48,9 +48,9 @@ done < <(grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f;
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed "s|^func ||; s|^|./$(dirname "${f#./}") |"
 done)
 
-echo "==> TypeScript unit tests"
+echo "==> TypeScript unit tests, and 0.6.0's own unit tests (tests/compat, docs/compat.md)"
 npx tsc -p tests/tsconfig.json
-node --test build/tests/unit/
+node --test build/tests/unit/ build/tests/compat/
 
 echo "==> end-to-end tests (real VMs)"
 # One file at a time: each boots VMs, and the machines have two cores. A

@@ -1,7 +1,9 @@
 // Checks `boot(options)`: mount paths and sources, and the default cwd.
-// Violations reject boot() with "invalid sandbox boot options: …".
+// Violations reject boot() with 0.6.0's messages: "invalid sandbox options:
+// mount.path …" for a bad mount path, "invalid sandbox boot options: …" for
+// the rest; this package's detail may follow.
 
-import { invalidBootOptions } from "./errors.js";
+import { invalidBootOptions, invalidSandboxOptions } from "./errors.js";
 import { isFileSystemSource, unmountableReason, type SandboxFileSystem, type SandboxFileSystemSource } from "./fs.js";
 
 export interface SandboxBootOptions {
@@ -27,9 +29,10 @@ export function checkBootOptions(options: unknown): CheckedBootOptions {
   if (options === undefined) return { mounts: [], cwd: undefined };
   if (typeof options !== "object" || options === null) throw invalidBootOptions("options must be an object");
   const { mounts, cwd } = options as { mounts?: unknown; cwd?: unknown };
-  if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/") || cwd.includes("\0"))) {
-    throw invalidBootOptions(`cwd must be an absolute path without NUL, got ${JSON.stringify(cwd)}`);
+  if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/"))) {
+    throw invalidBootOptions(`cwd must be absolute, got ${JSON.stringify(cwd)}`);
   }
+  if (cwd?.includes("\0")) throw invalidBootOptions(`cwd must not contain NUL bytes, got ${JSON.stringify(cwd)}`);
   return { mounts: checkMounts(mounts), cwd };
 }
 
@@ -44,14 +47,14 @@ function checkMounts(mounts: unknown): CheckedMount[] {
     const path = normaliseMountPath(given);
     const earlier = byPath.get(path);
     if (earlier !== undefined) {
-      throw invalidBootOptions(`duplicate mount path ${JSON.stringify(given)} (same as ${JSON.stringify(earlier)})`);
+      throw invalidBootOptions(`duplicate mount path: ${given} (same as ${JSON.stringify(earlier)})`);
     }
     byPath.set(path, given);
     if (!isFileSystemSource(source)) {
       throw invalidBootOptions(`mount ${given} must be created with fs.virtual(...)`);
     }
-    const reason = unmountableReason(source.fileSystem);
-    if (reason !== undefined) throw invalidBootOptions(`mount ${given}: ${reason}`);
+    const reason = unmountableReason(source.fileSystem, given);
+    if (reason !== undefined) throw invalidBootOptions(reason);
     checked.push({ path, fileSystem: source.fileSystem });
   }
   return checked.sort((a, b) => (a.path < b.path ? -1 : 1));
@@ -61,13 +64,13 @@ function normaliseMountPath(path: string): string {
   const problem = !path.startsWith("/")
     ? "must be absolute"
     : path.includes("\0")
-      ? "must not contain NUL"
+      ? "must not contain NUL bytes"
       : undefined;
-  if (problem !== undefined) throw invalidBootOptions(`mount path ${JSON.stringify(path)} ${problem}`);
+  if (problem !== undefined) throw invalidSandboxOptions(`mount.path ${problem}: ${JSON.stringify(path)}`);
   const segments = path.split("/").filter((segment) => segment !== "");
-  if (segments.length === 0) throw invalidBootOptions(`mount path ${JSON.stringify(path)} must not be the root`);
+  if (segments.length === 0) throw invalidSandboxOptions(`mount.path must not be root: ${JSON.stringify(path)}`);
   if (segments.some((segment) => segment === "." || segment === "..")) {
-    throw invalidBootOptions(`mount path ${JSON.stringify(path)} must not contain "." or ".." segments`);
+    throw invalidSandboxOptions(`mount.path must not contain '.' or '..' components: ${JSON.stringify(path)}`);
   }
   return `/${segments.join("/")}`;
 }

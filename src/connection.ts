@@ -1,7 +1,7 @@
 // Builds the `conn` object a policy handler receives for one policy event:
 // endpoints, accept/acceptHttp and the match helpers. Every accept goes
-// through one GrantRecorder, which keeps at most one grant per flow and
-// refuses grants once the handler has settled.
+// through one GrantRecorder, which keeps the last grant made while the
+// handler runs (0.6.0's semantics).
 
 import { createNetworkEndpoint, isPort, parseEndpointSpec, parseResolverSpec, type SocketAddress } from "./endpoint.js";
 import { parseIpAddress, sameIpAddress, type IpAddress } from "./ip.js";
@@ -39,7 +39,11 @@ export type FlowGrant =
   | { readonly action: "http"; readonly middleware: HttpRequestMiddleware | undefined }
   | { readonly action: "dns"; readonly resolvers: readonly SocketAddress[] | undefined };
 
-/** Holds the single grant of one flow while its handler runs. */
+/**
+ * Holds the grant of one flow while its handler runs. As in 0.6.0, several
+ * accepts in one handler are allowed and the last one wins, and an accept
+ * after the handler settled is ignored: the decision has already gone out.
+ */
 export class GrantRecorder {
   #grant: FlowGrant | undefined;
   #open = true;
@@ -49,17 +53,11 @@ export class GrantRecorder {
   }
 
   record(grant: FlowGrant): NetworkGrant & HttpNetworkGrant {
-    if (!this.#open) {
-      throw new Error("network policy: the decision for this flow is already made; accept inside the handler (before its promise settles)");
-    }
-    if (this.#grant !== undefined) {
-      throw new Error("network policy: this flow is already granted; accept at most once per flow");
-    }
-    this.#grant = grant;
+    if (this.#open) this.#grant = grant;
     return Object.freeze({});
   }
 
-  /** Called when the handler settles; later accepts throw. */
+  /** Called when the handler settles; later accepts change nothing. */
   seal(): void {
     this.#open = false;
   }
@@ -74,8 +72,10 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
   const dst = createNetworkEndpoint(destination.address, destination.port);
   const isDnsQuery = event.dnsQuery === true;
   const pinnedHostname = event.pinnedHostname ? normalizeHostname(event.pinnedHostname) : undefined;
-  const isPlainTcp = transport === "tcp" && !isDnsQuery;
 
+  // On a DNS query every grant answers it from the host's resolvers, as
+  // 0.6.0 answered any query its policy did not deny: conn.accept(),
+  // matchUdp("10.0.2.1:53")?.accept() and, on TCP, acceptHttp() alike.
   const accept = (): NetworkGrant =>
     recorder.record(isDnsQuery ? { action: "dns", resolvers: undefined } : { action: "accept" });
 
@@ -83,38 +83,36 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
     if (middleware !== undefined && typeof middleware !== "function") {
       throw new TypeError("network policy: HTTP middleware must be a function");
     }
-    if (!isPlainTcp) {
-      throw new TypeError(`network policy: acceptHttp() applies to TCP connections, not to ${isDnsQuery ? "DNS queries" : "UDP flows"}`);
-    }
-    return recorder.record({ action: "http", middleware });
+    return isDnsQuery ? accept() : recorder.record({ action: "http", middleware });
   };
 
-  const matchesDestination = (spec: NetworkEndpointSpec) => {
-    const wanted = parseEndpointSpec(spec);
-    return sameIpAddress(wanted.address, destination.address) && wanted.port === destination.port;
-  };
-
-  const matchTransport = <TMatch extends TcpConnectionMatch | UdpConnectionMatch>(
-    wantedTransport: NetworkTransport,
+  const matchEndpoint = <TMatch extends TcpConnectionMatch | UdpConnectionMatch>(
     matcher: NetworkEndpointSpec | NetworkMatchPredicate<TMatch>,
   ): TMatch | undefined => {
-    const specMatches = typeof matcher === "function" ? undefined : matchesDestination(matcher);
-    if (transport !== wantedTransport || isDnsQuery || specMatches === false) return undefined;
     const match = Object.freeze({ src, dst, accept }) as TMatch;
-    return typeof matcher === "function" ? runPredicate(matcher, match) : match;
+    if (typeof matcher === "function") return runPredicate(matcher, match);
+    const wanted = parseEndpointSpec(matcher);
+    const matches = wanted !== undefined
+      && sameIpAddress(wanted.address, destination.address) && wanted.port === destination.port;
+    return matches ? match : undefined;
   };
 
   const matchDns = (
     matcher: DnsResolverSpec | NetworkMatchPredicate<DnsConnectionMatch>,
   ): DnsConnectionMatch | undefined => {
-    const specResolvers = typeof matcher === "function" ? undefined : [parseResolverSpec(matcher)];
     if (!isDnsQuery) return undefined;
+    const specResolver = typeof matcher === "function" ? undefined : parseResolverSpec(matcher);
+    // A resolver that is not an IP address (a hostname) cannot be dialed: no match.
+    if (typeof matcher !== "function" && specResolver === undefined) return undefined;
     const match: DnsConnectionMatch = Object.freeze({
       src,
       dst,
       transport,
-      accept: (options?: DnsAcceptOptions) =>
-        recorder.record({ action: "dns", resolvers: resolversOf(options) ?? specResolvers }),
+      accept: (options?: DnsAcceptOptions) => {
+        const chosen = resolversOf(options) ?? (specResolver === undefined ? undefined : [specResolver]);
+        // `resolvers: []` means the host's own resolvers, as in 0.6.0.
+        return recorder.record({ action: "dns", resolvers: chosen?.length === 0 ? undefined : chosen });
+      },
     });
     return typeof matcher === "function" ? runPredicate(matcher, match) : match;
   };
@@ -123,8 +121,9 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
     matcher: HttpAuthoritySpec | NetworkMatchPredicate<HttpConnectionMatch>,
   ): HttpConnectionMatch | undefined => {
     const authority = typeof matcher === "function" ? undefined : parseAuthoritySpec(matcher);
-    if (!isPlainTcp || pinnedHostname === undefined) return undefined;
-    if (authority !== undefined) {
+    if (transport !== "tcp" || isDnsQuery || pinnedHostname === undefined) return undefined;
+    if (typeof matcher !== "function") {
+      if (authority === undefined) return undefined;
       if (authority.hostname !== pinnedHostname) return undefined;
       if (authority.port !== undefined && authority.port !== dst.port) return undefined;
     }
@@ -138,21 +137,14 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
     return typeof matcher === "function" ? runPredicate(matcher, match) : match;
   };
 
-  // One object serves both union members; the members a transport lacks in
-  // the types still answer sensibly at run time for JavaScript callers.
-  return Object.freeze({
-    transport,
-    src,
-    dst,
-    accept,
-    acceptHttp,
-    matchDns,
-    matchHttp,
-    matchTcp: (matcher: NetworkEndpointSpec | NetworkMatchPredicate<TcpConnectionMatch>) =>
-      matchTransport("tcp", matcher),
-    matchUdp: (matcher: NetworkEndpointSpec | NetworkMatchPredicate<UdpConnectionMatch>) =>
-      matchTransport("udp", matcher),
-  }) as NetworkConnectionRequest;
+  // As in 0.6.0, a conn carries only its transport's members, so that
+  // `"acceptHttp" in conn` tells TCP from UDP.
+  const common = { transport, src, dst, accept, matchDns, matchHttp };
+  return Object.freeze(
+    transport === "tcp"
+      ? { ...common, acceptHttp, matchTcp: matchEndpoint<TcpConnectionMatch> }
+      : { ...common, matchUdp: matchEndpoint<UdpConnectionMatch> },
+  ) as NetworkConnectionRequest;
 }
 
 function eventAddress(value: SocketAddress, role: string): { address: IpAddress; port: number } {
@@ -164,31 +156,44 @@ function eventAddress(value: SocketAddress, role: string): { address: IpAddress;
   return { address, port };
 }
 
+/**
+ * Runs a match predicate; its result counts by truthiness, as in 0.6.0. A
+ * predicate that returns a promise therefore matches (a promise is truthy,
+ * whatever it resolves to); the types forbid it. Its rejection is observed
+ * here so that it cannot crash the host process as an unhandled rejection.
+ */
 function runPredicate<TMatch>(predicate: NetworkMatchPredicate<TMatch>, candidate: TMatch): TMatch | undefined {
   const verdict: unknown = predicate(candidate);
   if (typeof (verdict as PromiseLike<unknown> | undefined)?.then === "function") {
-    throw new TypeError("network policy: match predicates must be synchronous; do async checks after the match");
+    Promise.resolve(verdict).catch(() => undefined);
   }
   return verdict ? candidate : undefined;
 }
 
+/** The resolvers `options` names; undefined when it names none. */
 function resolversOf(options: DnsAcceptOptions | undefined): SocketAddress[] | undefined {
   if (options?.resolvers === undefined) return undefined;
-  if (!Array.isArray(options.resolvers) || options.resolvers.length === 0) {
-    throw new TypeError("network policy: resolvers must be a non-empty array");
-  }
-  return options.resolvers.map(parseResolverSpec);
+  if (!Array.isArray(options.resolvers)) throw new TypeError("network policy: resolvers must be an array");
+  return options.resolvers.map((spec) => {
+    const resolver = parseResolverSpec(spec);
+    if (resolver === undefined) {
+      throw new TypeError(`network policy: invalid DNS resolver ${JSON.stringify(spec)}: expected an IP address with optional port`);
+    }
+    return resolver;
+  });
 }
 
 const HOSTNAME = /^[^\s:/\\[\]@]+$/;
 
-function parseAuthoritySpec(spec: HttpAuthoritySpec): { hostname: string; port: number | undefined } {
+/** Undefined for a spec that names no hostname (a URL, a bad port): it matches nothing, as in 0.6.0. */
+function parseAuthoritySpec(spec: HttpAuthoritySpec): { hostname: string; port: number | undefined } | undefined {
+  if (typeof spec !== "string" && (typeof spec !== "object" || spec === null)) {
+    throw new TypeError(`network policy: invalid HTTP authority ${String(spec)}: expected "host", "host:port" or { hostname, port? }`);
+  }
   const [hostname, port] = typeof spec === "string"
     ? splitAuthority(spec)
-    : [typeof spec?.hostname === "string" ? spec.hostname : "", spec?.port];
-  if (!HOSTNAME.test(hostname) || (port !== undefined && !isPort(port))) {
-    throw new TypeError(`network policy: invalid HTTP authority ${JSON.stringify(spec)}: expected "host", "host:port" or { hostname, port? }`);
-  }
+    : [typeof spec.hostname === "string" ? spec.hostname : "", spec.port];
+  if (!HOSTNAME.test(hostname) || (port !== undefined && !isPort(port))) return undefined;
   return { hostname: normalizeHostname(hostname), port };
 }
 

@@ -52,8 +52,11 @@ export function checkDefinition(options: unknown): SandboxPlan {
     throw invalidDefinition("resources must be an object");
   }
   const { cpus = DEFAULT_CPUS, memoryMiB = DEFAULT_MEMORY_MIB } = (resources ?? {}) as { cpus?: unknown; memoryMiB?: unknown };
-  if (typeof cpus !== "number" || !Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
-    throw invalidDefinition(`resources.cpus must be an integer from 1 to ${MAX_CPUS}, got ${String(cpus)}`);
+  if (typeof cpus !== "number" || !Number.isInteger(cpus) || cpus < 1) {
+    throw invalidDefinition(`resources.cpus must be a positive integer, got ${String(cpus)}`);
+  }
+  if (cpus > MAX_CPUS) {
+    throw invalidDefinition(`resources.cpus must be less than or equal to ${MAX_CPUS}, got ${cpus}`);
   }
   if (typeof memoryMiB !== "number" || !Number.isSafeInteger(memoryMiB) || memoryMiB <= 0) {
     throw invalidDefinition(`resources.memoryMiB must be a positive integer, got ${String(memoryMiB)}`);

@@ -28,21 +28,34 @@ export function createNetworkEndpoint(address: IpAddress, port: number): Network
   });
 }
 
-/** Parses a match spec: `"a.b.c.d:port"`, `"[v6]:port"` or `{ ip, port }`; the port is required. */
-export function parseEndpointSpec(spec: NetworkEndpointSpec): { readonly address: IpAddress; readonly port: number } {
-  const parsed = typeof spec === "string" ? splitAddressAndPort(spec) : objectAddress(spec);
-  if (parsed === undefined || parsed.port === undefined) {
+/**
+ * Parses a match spec: `"a.b.c.d:port"`, `"[v6]:port"` or `{ ip, port }`.
+ * Undefined when it names no IP endpoint (`"db:5432"`, a bad port): such a
+ * spec matches nothing, as in 0.6.0. A string without any port separator
+ * throws, as 0.6.0's did ("must include a port").
+ */
+export function parseEndpointSpec(
+  spec: NetworkEndpointSpec,
+): { readonly address: IpAddress; readonly port: number } | undefined {
+  if (typeof spec === "string" ? !spec.includes(":") : typeof spec !== "object" || spec === null) {
     throw new TypeError(`invalid endpoint spec ${describe(spec)}: expected "ip:port", "[ipv6]:port" or { ip, port }`);
   }
+  const parsed = typeof spec === "string" ? splitAddressAndPort(spec) : objectAddress(spec);
+  if (parsed === undefined || parsed.port === undefined) return undefined;
   return { address: parsed.address, port: parsed.port };
 }
 
-/** Parses a resolver spec: an IP with optional port (default 53), bracketed when IPv6 has a port. */
-export function parseResolverSpec(spec: DnsResolverSpec): SocketAddress {
-  const parsed = typeof spec === "string" ? splitAddressAndPort(spec, true) : objectAddress(spec);
-  if (parsed === undefined) {
+/**
+ * Parses a resolver spec: an IP with optional port (default 53), bracketed
+ * when IPv6 has a port. Undefined when it is not an IP address (a hostname
+ * such as "dns.google"); throws when it is neither a string nor an object.
+ */
+export function parseResolverSpec(spec: DnsResolverSpec): SocketAddress | undefined {
+  if (typeof spec !== "string" && (typeof spec !== "object" || spec === null)) {
     throw new TypeError(`invalid DNS resolver ${describe(spec)}: expected an IP address with optional port`);
   }
+  const parsed = typeof spec === "string" ? splitAddressAndPort(spec, true) : objectAddress(spec);
+  if (parsed === undefined) return undefined;
   return { ip: formatIpAddress(parsed.address), port: parsed.port ?? DNS_PORT };
 }
 

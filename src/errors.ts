@@ -1,5 +1,6 @@
-// Error construction shared by the package: the two validation error families
-// ("invalid sandbox definition: …", "invalid sandbox boot options: …") and
+// Error construction shared by the package: the validation error families
+// ("invalid sandbox definition: …", "invalid sandbox boot options: …",
+// "invalid sandbox options: …", each with 0.6.0's text) and
 // runtime errors that carry a stable string `code`, as the native side's do.
 
 /** An Error with a stable machine-readable `code` (e.g. ERR_SANDBOX_CLOSED). */
@@ -40,6 +41,11 @@ export function invalidDefinition(reason: string): Error {
 
 export function invalidBootOptions(reason: string): Error {
   return new Error(`invalid sandbox boot options: ${reason}`);
+}
+
+/** 0.6.0 reported bad mount paths as "invalid sandbox options: mount.path …"; so does this package. */
+export function invalidSandboxOptions(reason: string): Error {
+  return new Error(`invalid sandbox options: ${reason}`);
 }
 
 export function sandboxClosed(): CodedError {

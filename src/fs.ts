@@ -6,7 +6,8 @@
 // ("ENOENT", ...). The guest sees that errno; anything else becomes EIO.
 //   "not found:" ENOENT        "path exists" EEXIST     "not a directory:" ENOTDIR
 //   "is a directory:" EISDIR   "directory not empty:" ENOTEMPTY
-//   "xattr not found:" ENODATA
+//   "xattr not found:", "xattr does not exist:" ENODATA
+//   "xattr already exists:" EEXIST   (containing) "larger than requested size" ERANGE
 
 import { MemoryFileSystem } from "./memory-fs.js";
 
@@ -76,23 +77,36 @@ export type SandboxWritableFileSystemSource = {
   readonly fileSystem: SandboxPosixFileSystem;
 };
 
-const sources = new WeakSet<object>();
-
 function virtual(fileSystem: SandboxPosixFileSystem): SandboxWritableFileSystemSource;
 function virtual(fileSystem: SandboxFileSystem): SandboxFileSystemSource;
 function virtual(fileSystem: SandboxFileSystem): SandboxFileSystemSource {
-  const source: SandboxFileSystemSource = Object.freeze({ kind: "virtual-fs", fileSystem });
-  sources.add(source);
-  return source;
+  return Object.freeze({ kind: "virtual-fs", fileSystem });
 }
 
-export const fs = {
-  memory: (options?: MemoryFileSystemOptions): SandboxPosixFileSystem => new MemoryFileSystem(options),
-  virtual,
-};
+/**
+ * `fs.memory()` is a plain object of bound methods, as 0.6.0's closures
+ * were: `const { read } = mem`, `{ ...mem }` and `fs.virtual({ stat:
+ * mem.stat, ... })` all keep working.
+ */
+function memory(options?: MemoryFileSystemOptions): SandboxPosixFileSystem {
+  const fileSystem = new MemoryFileSystem(options);
+  const bound: Record<string, unknown> = {};
+  for (const name of [...READ_METHODS, ...WRITE_METHODS, ...POSIX_METHODS]) {
+    bound[name] = fileSystem[name].bind(fileSystem);
+  }
+  return bound as unknown as SandboxPosixFileSystem;
+}
 
+export const fs = { memory, virtual };
+
+/**
+ * A mount source is recognised by its `kind` and shape, as in 0.6.0: a
+ * literal `{ kind: "virtual-fs", fileSystem }` works as well as fs.virtual's.
+ */
 export function isFileSystemSource(value: unknown): value is SandboxFileSystemSource {
-  return typeof value === "object" && value !== null && sources.has(value);
+  if (typeof value !== "object" || value === null) return false;
+  const { kind, fileSystem } = value as { kind?: unknown; fileSystem?: unknown };
+  return kind === "virtual-fs" && typeof fileSystem === "object" && fileSystem !== null;
 }
 
 const READ_METHODS = ["stat", "list", "read"] as const;
@@ -103,19 +117,20 @@ const POSIX_METHODS = [
 ] as const;
 
 /**
- * Why `fileSystem` cannot be mounted, or undefined when it can: it needs the
- * read methods, and if it has any write method, the whole POSIX contract.
+ * Why `fileSystem`, to be mounted at `path`, cannot be, or undefined when it
+ * can: it needs the read methods, and if it has any write method, the whole
+ * POSIX contract (0.6.0's message, then what is missing).
  */
-export function unmountableReason(fileSystem: unknown): string | undefined {
-  if (typeof fileSystem !== "object" || fileSystem === null) return "filesystem is not an object";
+export function unmountableReason(fileSystem: unknown, path: string): string | undefined {
+  if (typeof fileSystem !== "object" || fileSystem === null) return `mount ${path}: filesystem is not an object`;
   const methods = fileSystem as Record<string, unknown>;
   const missing = (names: readonly string[]) => names.filter((name) => typeof methods[name] !== "function");
   const missingRead = missing(READ_METHODS);
-  if (missingRead.length > 0) return `filesystem lacks ${missingRead.join(", ")}`;
+  if (missingRead.length > 0) return `mount ${path}: filesystem lacks ${missingRead.join(", ")}`;
   if (missing(WRITE_METHODS).length === WRITE_METHODS.length) return undefined;
   const missingPosix = missing([...WRITE_METHODS, ...POSIX_METHODS]);
   if (missingPosix.length > 0) {
-    return `a writable filesystem must implement SandboxPosixFileSystem, missing ${missingPosix.join(", ")}`;
+    return `writable mount must implement the POSIX filesystem interface: ${path} (missing ${missingPosix.join(", ")})`;
   }
   return undefined;
 }

@@ -1,14 +1,18 @@
 // IP address parsing, canonical formatting and classification.
 //
-// Classification follows the IANA IPv4 and IPv6 Special-Purpose Address
-// Registries (RFC 6890 and the RFCs that added entries since), plus the
-// multicast blocks and, for IPv6, the IPv6 Address Space registry (only
-// 2000::/3 is allocated as global unicast; the rest is reserved by the IETF).
+// IPv4 is classified exactly as @torkbot/sandbox 0.6.0 did, so that a policy
+// written for it decides the same for every IPv4 address: its ranges are a
+// subset of the IANA IPv4 Special-Purpose Address Registry (RFC 6890), the
+// documentation ranges and 255.255.255.255 are also reserved, and all of
+// 192.0.0.0/24 is reserved (0.6.0 did not single out the globally reachable
+// 192.0.0.9 and 192.0.0.10). IPv6 follows the IANA IPv6 Special-Purpose
+// Address Registry plus the IPv6 Address Space registry (only 2000::/3 is
+// allocated as global unicast; the rest is reserved by the IETF).
 // Each address gets the flags of the longest registry prefix that contains it,
-// so a globally reachable /32 inside a non-global /24 (192.0.0.9) is global.
-// Registry entries whose global reachability is "N/A" (Teredo, 6to4, ORCHID)
-// are treated as reserved: a policy must not mistake them for the open
-// internet. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are what the host
+// so a globally reachable prefix inside a non-global one (2001:3::/32 in
+// 2001::/23) is global. IPv6 entries whose global reachability is "N/A"
+// (Teredo, 6to4, ORCHID) are treated as reserved: a policy must not mistake
+// them for the open internet. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are what the host
 // dials as IPv4, so they are classified and compared as that IPv4 address.
 
 export interface IpAddress {
@@ -149,19 +153,16 @@ const REGISTRY: readonly RegistryEntry[] = [
   entry("127.0.0.0/8", "loopback"), //            RFC 1122
   entry("169.254.0.0/16", "link-local"), //       RFC 3927
   entry("172.16.0.0/12", "private"), //           RFC 1918
-  entry("192.0.0.0/24", "reserved"), //           IETF protocol assignments (RFC 6890)
-  entry("192.0.0.9/32", "global"), //             PCP anycast (RFC 7723)
-  entry("192.0.0.10/32", "global"), //            TURN anycast (RFC 8155)
-  entry("192.0.2.0/24", "documentation"), //      TEST-NET-1 (RFC 5737)
+  entry("192.0.0.0/24", "reserved"), //           IETF protocol assignments (RFC 6890), all of it as in 0.6.0
+  entry("192.0.2.0/24", "documentation", "reserved"), // TEST-NET-1 (RFC 5737)
   entry("192.88.99.0/24", "reserved"), //         deprecated 6to4 relay anycast (RFC 7526)
   entry("192.168.0.0/16", "private"), //          RFC 1918
   entry("198.18.0.0/15", "reserved"), //          benchmarking (RFC 2544)
-  entry("198.51.100.0/24", "documentation"), //   TEST-NET-2 (RFC 5737)
-  entry("203.0.113.0/24", "documentation"), //    TEST-NET-3 (RFC 5737)
-  entry("224.0.0.0/4", "multicast"), //           RFC 5771
-  entry("233.252.0.0/24", "multicast", "documentation"), // MCAST-TEST-NET (RFC 6676)
+  entry("198.51.100.0/24", "documentation", "reserved"), // TEST-NET-2 (RFC 5737)
+  entry("203.0.113.0/24", "documentation", "reserved"), // TEST-NET-3 (RFC 5737)
+  entry("224.0.0.0/4", "multicast"), //           RFC 5771 (MCAST-TEST-NET is not documentation, as in 0.6.0)
   entry("240.0.0.0/4", "reserved"), //            reserved for future use (RFC 1112)
-  entry("255.255.255.255/32", "broadcast"), //    limited broadcast (RFC 919)
+  entry("255.255.255.255/32", "broadcast", "reserved"), // limited broadcast (RFC 919), inside 240/4
 
   entry("::/0", "reserved"), //                   reserved by IETF (IPv6 Address Space registry)
   entry("::1/128", "loopback"), //                RFC 4291

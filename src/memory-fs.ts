@@ -7,7 +7,9 @@
 // ".." physically, like the kernel). The final component is followed only by
 // the operations that act on a file's contents (list, read, write, truncate);
 // stat, readlink, unlink, rename, link and the xattr calls act on the entry
-// itself (lstat, lsetxattr semantics).
+// itself (lstat, lsetxattr semantics). As in 0.6.0, a path without a
+// leading "/" is taken from the root, and messages that 0.6.0 had keep its
+// text (the errno `code` is this package's addition).
 
 import { codedError } from "./errors.js";
 import type {
@@ -61,6 +63,11 @@ const ERRNO_MESSAGE = {
 
 function fail(code: keyof typeof ERRNO_MESSAGE, subject: string): never {
   throw codedError(code, `${ERRNO_MESSAGE[code]}: ${subject}`);
+}
+
+/** Fails with 0.6.0's own message for this case and the errno the guest sees. */
+function failWith(code: keyof typeof ERRNO_MESSAGE, message: string): never {
+  throw codedError(code, message);
 }
 
 const MAX_SYMLINK_HOPS = 40; // Linux's MAXSYMLINKS
@@ -148,17 +155,17 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
 
   async rename(from: string, to: string, flags = 0): Promise<void> {
     if (flags !== 0 && flags !== RENAME_NOREPLACE && flags !== RENAME_EXCHANGE) {
-      fail("EINVAL", `rename flags ${flags}`);
+      failWith("EINVAL", `unsupported rename flags: ${flags}`);
     }
     const source = this.#locate(from, false);
     const target = this.#locate(to, false);
     if (source.node === undefined) fail("ENOENT", from);
     if (source.parent === undefined) fail("EINVAL", `${from}: cannot rename the root`);
     if (target.parent === undefined) fail("EINVAL", `${to}: cannot replace the root`);
-    if (target.ancestors.includes(source.node as DirectoryNode)) fail("EINVAL", `${to} is inside ${from}`);
+    if (target.ancestors.includes(source.node as DirectoryNode)) failWith("EINVAL", `invalid rename target: ${to} (inside ${from})`);
     if (flags === RENAME_EXCHANGE) {
       if (target.node === undefined) fail("ENOENT", to);
-      if (source.ancestors.includes(target.node as DirectoryNode)) fail("EINVAL", `${from} is inside ${to}`);
+      if (source.ancestors.includes(target.node as DirectoryNode)) failWith("EINVAL", `invalid rename target: ${to} (${from} is inside it)`);
       source.parent.entries.set(source.name, target.node);
       target.parent.entries.set(target.name, source.node);
       touch(source.parent, target.parent);
@@ -181,7 +188,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
 
   async link(from: string, to: string): Promise<SandboxFileStat> {
     const node = this.#existing(from, false);
-    if (node.type === "directory") fail("EPERM", `${from}: cannot hard-link a directory`);
+    if (node.type === "directory") failWith("EPERM", `cannot hard link directory: ${from}`);
     return statOf(this.#attach(this.#vacant(to), node));
   }
 
@@ -194,7 +201,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
 
   async readlink(path: string): Promise<string> {
     const node = this.#existing(path, false);
-    if (node.type !== "symlink") fail("EINVAL", `${path} is not a symlink`);
+    if (node.type !== "symlink") failWith("EINVAL", `not a symlink: ${path}`);
     return node.target;
   }
 
@@ -204,14 +211,14 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
     if (!(value instanceof Uint8Array)) fail("EINVAL", `${path}: xattr value must be a Uint8Array`);
     if (flags !== 0 && flags !== XATTR_CREATE && flags !== XATTR_REPLACE) fail("EINVAL", `xattr flags ${flags}`);
     const present = node.xattrs.has(name);
-    if (flags === XATTR_CREATE && present) fail("EEXIST", `${path} (xattr ${name})`);
-    if (flags === XATTR_REPLACE && !present) fail("ENODATA", `${path} ${name}`);
+    if (flags === XATTR_CREATE && present) failWith("EEXIST", `xattr already exists: ${name} (${path})`);
+    if (flags === XATTR_REPLACE && !present) failWith("ENODATA", `xattr does not exist: ${name} (${path})`);
     node.xattrs.set(name, value.slice());
   }
 
   async getxattr(path: string, name: string): Promise<Uint8Array> {
     const value = this.#existing(path, false).xattrs.get(name);
-    if (value === undefined) fail("ENODATA", `${path} ${name}`);
+    if (value === undefined) fail("ENODATA", `${name} (${path})`);
     return value.slice();
   }
 
@@ -220,7 +227,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
   }
 
   async removexattr(path: string, name: string): Promise<void> {
-    if (!this.#existing(path, false).xattrs.delete(name)) fail("ENODATA", `${path} ${name}`);
+    if (!this.#existing(path, false).xattrs.delete(name)) fail("ENODATA", `${name} (${path})`);
   }
 
   /** Walks `path` from the root; see the module comment for when symlinks are followed. */
@@ -270,7 +277,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
 
   #file(path: string): FileNode {
     const node = this.#existing(path, true);
-    if (node.type === "directory") fail("EISDIR", path);
+    if (node.type === "directory") failWith("EISDIR", `not a file: ${path}`);
     return node as FileNode;
   }
 
@@ -312,9 +319,10 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
   }
 }
 
+/** A path's names; one without a leading "/" is taken from the root, as in 0.6.0. */
 function components(path: string): string[] {
-  if (typeof path !== "string" || !path.startsWith("/") || path.includes("\0")) {
-    fail("EINVAL", `path must be absolute and without NUL: ${JSON.stringify(path)}`);
+  if (typeof path !== "string" || path.includes("\0")) {
+    fail("EINVAL", `path must be a string without NUL: ${JSON.stringify(path)}`);
   }
   return path.split("/").filter((part) => part !== "");
 }
@@ -363,5 +371,6 @@ function statOf(node: MemoryNode): SandboxFileStat {
   const sizeBytes = node.type === "file"
     ? node.size
     : node.type === "symlink" ? textEncoder.encode(node.target).length : null;
-  return { type: node.type, sizeBytes, mediaType: null, modifiedAtMs: node.modifiedAtMs };
+  // Every node is writable, and says so as 0.6.0's did.
+  return { type: node.type, sizeBytes, mediaType: null, modifiedAtMs: node.modifiedAtMs, writable: true };
 }

@@ -35,14 +35,16 @@ interface FsRequest {
   readonly abortId?: number;
 }
 
-/** Message prefixes of the API contract, and the errno each means. */
+/** Message prefixes of the API contract (0.6.0's list), and the errno each means. */
 const MESSAGE_ERRNO: readonly (readonly [string, string])[] = [
   ["not found:", "ENOENT"],
   ["path exists", "EEXIST"],
+  ["xattr already exists:", "EEXIST"],
   ["not a directory:", "ENOTDIR"],
   ["is a directory:", "EISDIR"],
   ["directory not empty:", "ENOTEMPTY"],
   ["xattr not found:", "ENODATA"],
+  ["xattr does not exist:", "ENODATA"],
 ];
 
 /** The errno name a filesystem error means to the guest, or undefined (EIO). */
@@ -52,6 +54,8 @@ export function errnoName(error: unknown): string | undefined {
   if (typeof code === "string" && /^E[A-Z0-9]{1,15}$/.test(code)) return code;
   if (typeof message === "string") {
     for (const [prefix, errno] of MESSAGE_ERRNO) if (message.startsWith(prefix)) return errno;
+    // 0.6.0 answered an xattr value too big for the caller's buffer so.
+    if (message.includes("larger than requested size")) return "ERANGE";
   }
   return undefined;
 }

@@ -63,7 +63,11 @@ export type HttpAuthoritySpec =
   | string
   | { readonly hostname: string; readonly port?: number };
 
-/** Synchronous predicate for the match helpers; returning a promise is an error. */
+/**
+ * Synchronous predicate for the match helpers. Its result counts by
+ * truthiness, as in 0.6.0, so a predicate that returns a promise matches
+ * whatever the promise resolves to: do async checks after the match.
+ */
 export type NetworkMatchPredicate<TMatch> = (candidate: TMatch) => boolean;
 
 /** Opaque grant; reserved as an extension point for grant state. */

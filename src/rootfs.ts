@@ -1,7 +1,8 @@
 // `rootfs.builtIn(name)` and `rootfs.cow({ base, writable })`, the block
-// store contract, and the checks defineSandbox runs on a rootfs. Values are
-// frozen and branded at creation, so a look-alike object (or one edited after
-// creation) is never taken for a rootfs.
+// store contract, and the checks defineSandbox runs on a rootfs. As in
+// 0.6.0, a rootfs is recognised by its `kind` and shape, not by who made it:
+// a typed literal, a spread or a structuredClone of one works too. The
+// values rootfs makes are frozen.
 
 import { invalidDefinition } from "./errors.js";
 
@@ -43,46 +44,42 @@ export interface SandboxBlockStore {
   flush?(context: SandboxBlockStoreContext): Promise<void>;
 }
 
-const madeHere = new WeakSet<object>();
-
 export const rootfs = {
   /** A built-in image, read-only in the guest. The name is checked by defineSandbox. */
   builtIn(name: BuiltInRootfsName): BuiltInRootfsConfig {
-    const made: BuiltInRootfsConfig = Object.freeze({ kind: "built-in-rootfs", name });
-    madeHere.add(made);
-    return made;
+    return Object.freeze({ kind: "built-in-rootfs", name });
   },
   /** A built-in base made writable through `writable`; mutations persist in the store. */
   cow(options: { readonly base: BuiltInRootfsConfig; readonly writable: SandboxBlockStore }): Rootfs {
-    const made: CowRootfsConfig = Object.freeze({ kind: "cow-rootfs", base: options?.base, writable: options?.writable });
-    madeHere.add(made);
-    return made;
+    return Object.freeze({ kind: "cow-rootfs", base: options?.base, writable: options?.writable });
   },
 };
 
-/** Throws "invalid sandbox definition: …" unless `value` is a valid rootfs made by `rootfs`. */
+/**
+ * Throws unless `value` is a valid rootfs, with 0.6.0's messages: "invalid
+ * sandbox definition: …", or "unsupported built-in rootfs: NAME".
+ */
 export function checkRootfs(value: unknown): Rootfs {
-  if (typeof value !== "object" || value === null || !madeHere.has(value)) {
+  const kind = typeof value === "object" && value !== null ? (value as { kind?: unknown }).kind : undefined;
+  if (kind === "built-in-rootfs") {
+    checkBuiltInName((value as BuiltInRootfsConfig).name);
+    return value as BuiltInRootfsConfig;
+  }
+  if (kind !== "cow-rootfs") {
     throw invalidDefinition("rootfs must be created with rootfs.builtIn(...) or rootfs.cow(...)");
   }
-  const made = value as Rootfs;
-  if (made.kind === "built-in-rootfs") {
-    checkBuiltInName(made.name);
-    return made;
-  }
-  if (typeof made.base !== "object" || made.base === null || !madeHere.has(made.base) || made.base.kind !== "built-in-rootfs") {
+  const { base, writable } = value as { base?: unknown; writable?: unknown };
+  if (typeof base !== "object" || base === null || (base as { kind?: unknown }).kind !== "built-in-rootfs") {
     throw invalidDefinition("rootfs.cow base must be created with rootfs.builtIn(...)");
   }
-  checkBuiltInName(made.base.name);
-  checkBlockStore(made.writable);
-  return made;
+  checkBuiltInName((base as BuiltInRootfsConfig).name);
+  checkBlockStore(writable);
+  return value as CowRootfsConfig;
 }
 
 function checkBuiltInName(name: unknown): void {
   if (!(BUILT_IN_ROOTFS_NAMES as readonly unknown[]).includes(name)) {
-    throw invalidDefinition(
-      `unknown built-in rootfs ${JSON.stringify(name)} (known: ${BUILT_IN_ROOTFS_NAMES.join(", ")})`,
-    );
+    throw new Error(`unsupported built-in rootfs: ${String(name)} (known: ${BUILT_IN_ROOTFS_NAMES.join(", ")})`);
   }
 }
 
@@ -91,8 +88,11 @@ function checkBlockStore(store: unknown): void {
     throw invalidDefinition("rootfs.cow writable must be a SandboxBlockStore object");
   }
   const { blockSize } = store as { blockSize?: unknown };
-  if (typeof blockSize !== "number" || !Number.isInteger(blockSize) || blockSize <= 0 || blockSize % 512 !== 0) {
-    throw invalidDefinition(`rootfs COW block size must be a positive multiple of 512 bytes, got ${String(blockSize)}`);
+  if (typeof blockSize !== "number" || !Number.isInteger(blockSize) || blockSize <= 0) {
+    throw invalidDefinition(`rootfs COW block size must be a positive integer, got ${String(blockSize)}`);
+  }
+  if (blockSize % 512 !== 0) {
+    throw invalidDefinition(`rootfs COW block size must be a multiple of 512 bytes, got ${blockSize}`);
   }
   const methods = store as Record<string, unknown>;
   for (const method of ["list", "read", "write"]) {

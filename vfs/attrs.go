@@ -8,23 +8,28 @@ import (
 
 // Modes the server shows: the backend has no permissions, owners or
 // inode numbers, so they are synthesized. Everything belongs to root.
+// The read-only modes are what @torkbot/sandbox 0.6.0 showed for an entry
+// whose stat did not say writable, and are kept for compatibility.
 const (
-	dirMode      = syscall.S_IFDIR | 0o755
-	fileMode     = syscall.S_IFREG | 0o644
-	readOnlyMode = syscall.S_IFREG | 0o444
-	symlinkMode  = syscall.S_IFLNK | 0o777
-	blockSize    = 4096
+	dirMode         = syscall.S_IFDIR | 0o755
+	readOnlyDirMode = syscall.S_IFDIR | 0o555
+	fileMode        = syscall.S_IFREG | 0o644
+	readOnlyMode    = syscall.S_IFREG | 0o444
+	symlinkMode     = syscall.S_IFLNK | 0o777
+	blockSize       = 4096
 )
 
-// fileMode returns the mode shown for st.
+// mode returns the mode shown for st.
 func (s *fileServer) mode(st Stat) uint32 {
-	switch st.Type {
-	case Directory:
-		return dirMode
-	case Symlink:
+	writable := st.Writable && s.writable != nil
+	switch {
+	case st.Type == Symlink:
 		return symlinkMode
-	}
-	if st.Writable && s.writable != nil {
+	case st.Type == Directory && writable:
+		return dirMode
+	case st.Type == Directory:
+		return readOnlyDirMode
+	case writable:
 		return fileMode
 	}
 	return readOnlyMode

@@ -13,8 +13,9 @@
 // with a tree of names, so renaming a directory moves everything below it.
 // Each name is its own node: the backend has no inode identity, so hard
 // links show nlink 1 and distinct inode numbers. Modes are synthesized:
-// directories 0755, files 0644 (0444 when !Writable or on a read-only
-// FileSystem), symlinks 0777, all owned by root. chmod, chown and utimes
+// directories 0755 and files 0644, or 0555 and 0444 when !Writable or on a
+// read-only FileSystem (as @torkbot/sandbox 0.6.0 showed them), symlinks
+// 0777, all owned by root. chmod, chown and utimes
 // succeed and change nothing.
 //
 // Caching: attributes, names and absent names are cached by the kernel for

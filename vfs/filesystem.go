@@ -101,8 +101,9 @@ type Stat struct {
 	Type    FileType
 	Size    int64
 	ModTime time.Time
-	// Writable says whether the file may be written; a file that is not
-	// shows mode 0444. Ignored on a read-only FileSystem (always 0444).
+	// Writable says whether the entry may be written; a file that is not
+	// shows mode 0444, a directory 0555. Ignored on a read-only FileSystem
+	// (always 0444 and 0555).
 	Writable bool
 }
 

@@ -1,9 +1,10 @@
 // Network policy through the public API, in real VMs: DNS through the
 // sandbox resolver with hostname pins, granted and denied TCP, UDP, a
-// throwing policy, and no NIC without a policy. Runs only inside the network
+// throwing policy, no NIC without a policy, and a policy written the 0.6.0
+// way (DNS granted through matchUdp, several accepts, late accepts). Runs only inside the network
 // namespace tests/e2e-net/run.sh makes; every origin lives on its loopback.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -70,8 +71,9 @@ describe("network policy in a VM", () => {
         if (conn.matchDns({ ip: RESOLVER })?.accept()) return;
         if (conn.dst.port === 6666) throw new Error("policy bug");
         if (conn.matchHttp("origin.test")?.accept()) return;
-        if (conn.matchTcp(`[${ORIGIN6}]:8080`)?.accept()) return;
-        conn.matchUdp(`${ORIGIN}:7007`)?.accept();
+        // A conn has only its transport's members (0.6.0): narrow first.
+        if (conn.transport === "tcp") conn.matchTcp(`[${ORIGIN6}]:8080`)?.accept();
+        else conn.matchUdp(`${ORIGIN}:7007`)?.accept();
       }),
     });
     lane = await sandbox.boot();
@@ -173,5 +175,84 @@ describe("network policy in a VM", () => {
     } finally {
       await plain.close();
     }
+  });
+});
+
+/** The first nameserver of the host's resolv.conf: "the host's resolvers" of a DNS grant without any. */
+function hostNameserver() {
+  const line = readFileSync("/etc/resolv.conf", "utf8").split("\n").find((l) => /^nameserver\s/.test(l));
+  if (line === undefined) throw new Error("/etc/resolv.conf names no nameserver");
+  return line.split(/\s+/)[1];
+}
+
+describe("a policy written the 0.6.0 way, in a VM", () => {
+  const late = [];
+  let lane;
+  let web;
+  let resolver;
+
+  before(async () => {
+    assertIsolated();
+    // DNS granted without resolvers goes to the host's resolvers; inside this
+    // namespace the host's nameserver address is made to exist on lo and
+    // answered by a dnsmasq of the test's own.
+    const nameserver = hostNameserver();
+    try {
+      execFileSync("ip", ["addr", "add", `${nameserver}/${nameserver.includes(":") ? 128 : 32}`, "dev", "lo"], { stdio: "ignore" });
+    } catch {
+      // already there (a loopback resolver such as 127.0.0.53)
+    }
+    resolver = spawn("dnsmasq", [
+      "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", `--listen-address=${nameserver}`,
+      "--port=53", `--address=/hostres.test/${ORIGIN}`, "--log-facility=-",
+    ], { stdio: "ignore" });
+    web = await origin(ORIGIN, 8081, "hello the 0.6.0 way\n");
+    lane = await defineSandbox({
+      rootfs: rootfs.builtIn("debian:13-slim"),
+      network: network.policy(async (conn) => {
+        conn.matchDns("dns.google")?.accept(); // a hostname is no resolver: no match, no throw
+        if ("acceptHttp" in conn) {
+          conn.matchTcp("10.0.2.1:53")?.accept();
+          conn.matchTcp("db:5432")?.accept(); // no match, no throw
+          if (conn.matchHttp("hostres.test:8081")) {
+            conn.accept();
+            conn.acceptHttp(); // the last accept wins
+          }
+          return;
+        }
+        conn.matchUdp("10.0.2.1:53")?.accept();
+        if (conn.dst.port === 7008) {
+          // Accepting after the handler settled is ignored, not thrown into the host.
+          setTimeout(() => {
+            conn.accept();
+            late.push(conn.dst.port);
+          }, 0);
+        }
+      }),
+    }).boot();
+  });
+
+  after(async () => {
+    await lane?.close();
+    web?.server.close();
+    resolver?.kill();
+  });
+
+  it("resolves names when the policy grants DNS with matchUdp(\"10.0.2.1:53\")", async () => {
+    const r = await lane.exec("getent", ["hosts", "hostres.test"]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${ORIGIN.replaceAll(".", "\\.")}\\s+hostres\\.test`));
+  });
+
+  it("grants by the last of several accepts", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "10", "http://hostres.test:8081/"]);
+    assert.deepEqual([r.exitCode, r.stdout], [0, "hello the 0.6.0 way\n"], r.stderr);
+  });
+
+  it("ignores an accept made after the handler settled", async () => {
+    const r = await lane.exec("bash", ["-c", `exec 3<>/dev/udp/${ORIGIN}/7008; printf late >&3; timeout 3 head -c 4 <&3`]);
+    assert.notEqual(r.exitCode, 0, "nothing answers a flow that was denied");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(late, [7008], "the late accept ran and did not throw");
   });
 });

@@ -1,6 +1,7 @@
 // Host-controlled mounts in real VMs: fs.memory and hand-written
 // SandboxFileSystem objects served to the guest over FUSE, checked from both
-// sides.
+// sides; and the 0.6.0 ways of making them (a literal source, detached and
+// spread fs.memory methods, seed keys without "/", a stat without writable).
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
@@ -31,8 +32,25 @@ function readOnlyFileSystem(files) {
   };
 }
 
+/**
+ * A POSIX filesystem made the 0.6.0 way from fs.memory's detached methods,
+ * whose stat leaves `writable` out: 0.6.0 showed such entries read-only
+ * (0444 files, 0555 directories), though root may still write.
+ */
+function statWithoutWritable(memory) {
+  const { stat, ...rest } = memory;
+  return {
+    ...rest,
+    async stat(path) {
+      const { writable, ...described } = await stat(path);
+      return described;
+    },
+  };
+}
+
 describe("mounts", () => {
   const workspace = fs.memory({ files: { "/task.txt": "hello from the host\n", "/big.bin": new Uint8Array(1 << 20).fill(7) } });
+  const plain = fs.memory({ files: { "f.txt": "plain\n", "d/g.txt": "g\n" } });
   let lane;
 
   before(async () => {
@@ -40,6 +58,7 @@ describe("mounts", () => {
       mounts: {
         "/workspace": fs.virtual(workspace),
         "/mnt": fs.virtual(readOnlyFileSystem({ "/readme.txt": "read only\n" })),
+        "/tmp": { kind: "virtual-fs", fileSystem: statWithoutWritable(plain) },
       },
       cwd: "/workspace",
     });
@@ -108,6 +127,18 @@ describe("mounts", () => {
     const r = await lane.exec("sh", ["-c", "cat /mnt/readme.txt; touch /mnt/new 2>&1; echo rc=$?"]);
     assert.match(r.stdout, /^read only\n/);
     assert.match(r.stdout, /Read-only file system\nrc=1\n$/);
+  });
+
+  it("shows modes as 0.6.0 did: writable stats 0755/0644, others 0555/0444", async () => {
+    const r = await lane.exec("stat", ["-c", "%n %a", "/workspace", "/workspace/task.txt", "/mnt", "/mnt/readme.txt", "/tmp", "/tmp/f.txt", "/tmp/d"]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, [
+      "/workspace 755", "/workspace/task.txt 644", "/mnt 555", "/mnt/readme.txt 444", "/tmp 555", "/tmp/f.txt 444", "/tmp/d 555", "",
+    ].join("\n"));
+    // The mount is still writable (root passes the mode checks), as in 0.6.0.
+    const w = await lane.exec("sh", ["-c", "cat /tmp/d/g.txt && echo more >> /tmp/f.txt"]);
+    assert.deepEqual([w.exitCode, w.stdout], [0, "g\n"], w.stderr);
+    assert.equal(new TextDecoder().decode(await plain.read({ path: "/f.txt", signal })), "plain\nmore\n");
   });
 
   it("serves 8 concurrent readers", async () => {

@@ -164,6 +164,8 @@ describe("the npm package", { skip }, () => {
     assert.ok(existsSync(join(installed, "sandbox/dist/index.js")));
     assert.ok(existsSync(join(installed, "sandbox-linux-x64-gnu/sandbox.node")));
     assert.ok(!existsSync(join(installed, "sandbox-darwin-arm64")), "another platform's package was installed");
+    // `sandbox` is 0.6.0's bin name; `torkbot-sandbox` is kept as an alias.
+    assert.ok(existsSync(join(project, "node_modules/.bin/sandbox")));
     assert.ok(existsSync(join(project, "node_modules/.bin/torkbot-sandbox")));
     const lock = JSON.parse(readFileSync(join(project, "package-lock.json"), "utf8"));
     for (const [path, entry] of Object.entries(lock.packages)) {

@@ -1,4 +1,5 @@
-// defineSandbox validation: every rule of API.md, accepted and rejected.
+// defineSandbox validation: every rule of API.md, accepted and rejected, with
+// 0.6.0's messages; rootfs values are recognised by kind and shape.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -36,41 +37,63 @@ describe("defineSandbox", () => {
     assert.equal(typeof defineSandbox({ rootfs: rootfs.builtIn("alpine:3.23") }).boot, "function");
   });
 
-  test("rootfs must come from rootfs.builtIn/cow, not a look-alike", () => {
-    rejects({ rootfs: { kind: "built-in-rootfs", name: "alpine:3.23" } }, /rootfs must be created with rootfs\.builtIn/);
+  test("a rootfs is recognised by kind and shape: literal, spread or structuredClone (0.6.0)", () => {
+    const literal = { kind: "built-in-rootfs", name: "alpine:3.23" } as const;
+    assert.equal(checkDefinition({ rootfs: literal }).rootfs, literal);
+    const made = rootfs.builtIn("debian:13-slim");
+    assert.deepEqual(checkDefinition({ rootfs: { ...made } }).rootfs, made);
+    assert.deepEqual(checkDefinition({ rootfs: structuredClone(made) }).rootfs, made);
+    const writable = store();
+    const cow = { kind: "cow-rootfs", base: structuredClone(made), writable } as const;
+    assert.equal(checkDefinition({ rootfs: cow }).rootfs, cow);
+    assert.equal(checkDefinition({ rootfs: { ...rootfs.cow({ base: literal, writable }) } }).rootfs.kind, "cow-rootfs");
+  });
+
+  test("anything else is not a rootfs", () => {
+    rejects({ rootfs: { kind: "prebuilt-rootfs", path: "rootfs.qcow2" } }, /rootfs must be created with rootfs\.builtIn\(\.\.\.\) or rootfs\.cow\(\.\.\.\)/);
     rejects({}, /rootfs must be created/);
     rejects({ rootfs: "alpine:3.23" }, /rootfs must be created/);
     rejects(undefined, /options must be an object/);
   });
 
-  test("rootfs values are frozen, so a branded value cannot be edited into an invalid one", () => {
+  test("rootfs values are frozen", () => {
     const made = rootfs.builtIn("alpine:3.23");
     assert.throws(() => {
       (made as { name: string }).name = "ubuntu";
     }, TypeError);
   });
 
-  test("unknown built-in names are rejected", () => {
-    rejects({ rootfs: rootfs.builtIn("ubuntu:24.04" as BuiltInRootfsName) }, /unknown built-in rootfs "ubuntu:24\.04"/);
-    rejects(
-      { rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.20" as BuiltInRootfsName), writable: store() }) },
-      /unknown built-in rootfs "alpine:3\.20"/,
-    );
+  test("unknown built-in names are rejected with 0.6.0's message, without a prefix", () => {
+    const unsupported = (options: unknown, name: string) =>
+      assert.throws(() => defineSandbox(options as SandboxDefinitionOptions), (error: Error) => {
+        assert.ok(error.message.startsWith(`unsupported built-in rootfs: ${name} (known: alpine:3.23, debian:13-slim)`), error.message);
+        return true;
+      });
+    unsupported({ rootfs: rootfs.builtIn("ubuntu:24.04" as BuiltInRootfsName) }, "ubuntu:24.04");
+    unsupported({ rootfs: { kind: "built-in-rootfs", name: "debian:13" } }, "debian:13");
+    unsupported({ rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.20" as BuiltInRootfsName), writable: store() }) }, "alpine:3.20");
   });
 
-  test("a COW base must be made by rootfs.builtIn", () => {
-    const forged = { kind: "built-in-rootfs", name: "alpine:3.23" } as const;
-    rejects({ rootfs: rootfs.cow({ base: forged, writable: store() }) }, /rootfs\.cow base must be created with rootfs\.builtIn/);
+  test("a COW base must be a built-in rootfs", () => {
+    const other = { kind: "other-rootfs" } as never;
+    rejects({ rootfs: rootfs.cow({ base: other, writable: store() }) }, /rootfs\.cow base must be created with rootfs\.builtIn/);
+    rejects({ rootfs: { kind: "cow-rootfs", writable: store() } }, /rootfs\.cow base must be created with rootfs\.builtIn/);
   });
 
   test("COW block size must be a positive multiple of 512", () => {
     for (const blockSize of [512, 4096, 65536]) {
       checkDefinition({ rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.23"), writable: store({ blockSize }) }) });
     }
-    for (const blockSize of [0, -512, 511, 513, 768.5, Number.NaN, "4096", undefined]) {
+    for (const blockSize of [0, -512, 768.5, Number.NaN, "4096", undefined]) {
       rejects(
         { rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.23"), writable: store({ blockSize }) }) },
-        /block size must be a positive multiple of 512/,
+        /rootfs COW block size must be a positive integer/,
+      );
+    }
+    for (const blockSize of [511, 513, 1000]) {
+      rejects(
+        { rootfs: rootfs.cow({ base: rootfs.builtIn("alpine:3.23"), writable: store({ blockSize }) }) },
+        /rootfs COW block size must be a multiple of 512 bytes/,
       );
     }
   });
@@ -96,8 +119,11 @@ describe("defineSandbox", () => {
     for (const cpus of [1, 2, 255]) {
       assert.equal(checkDefinition({ rootfs: rootfs.builtIn("alpine:3.23"), resources: { cpus } }).cpus, cpus);
     }
-    for (const cpus of [0, -1, 256, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "2", null]) {
-      rejects({ rootfs: rootfs.builtIn("alpine:3.23"), resources: { cpus } }, /resources\.cpus must be an integer from 1 to 255/);
+    for (const cpus of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "2", null]) {
+      rejects({ rootfs: rootfs.builtIn("alpine:3.23"), resources: { cpus } }, /resources\.cpus must be a positive integer/);
+    }
+    for (const cpus of [256, 1024]) {
+      rejects({ rootfs: rootfs.builtIn("alpine:3.23"), resources: { cpus } }, /resources\.cpus must be less than or equal to 255/);
     }
   });
 

@@ -1,5 +1,6 @@
-// Address parsing, canonical formatting and the endpoint classifiers, table
-// driven against the IANA special-purpose registries (RFC 6890 and later).
+// Address parsing, canonical formatting and the endpoint classifiers: IPv4
+// against 0.6.0's rules (a table, and a sweep against an oracle of those
+// rules), IPv6 table driven against the IANA special-purpose registries.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -25,10 +26,10 @@ const IPV4: readonly Row[] = [
   ["172.32.0.1", ["global"], "just past RFC 1918 172.16/12"],
   ["192.0.0.1", ["reserved"], "IETF protocol assignments (RFC 6890)"],
   ["192.0.0.8", ["reserved"], "IPv4 dummy address (RFC 7600)"],
-  ["192.0.0.9", ["global"], "PCP anycast (RFC 7723)"],
-  ["192.0.0.10", ["global"], "TURN anycast (RFC 8155)"],
+  ["192.0.0.9", ["reserved"], "PCP anycast (RFC 7723), inside 192.0.0.0/24 as in 0.6.0"],
+  ["192.0.0.10", ["reserved"], "TURN anycast (RFC 8155), inside 192.0.0.0/24 as in 0.6.0"],
   ["192.0.0.170", ["reserved"], "NAT64 discovery (RFC 7050)"],
-  ["192.0.2.1", ["documentation"], "TEST-NET-1 (RFC 5737)"],
+  ["192.0.2.1", ["documentation", "reserved"], "TEST-NET-1 (RFC 5737)"],
   ["192.31.196.1", ["global"], "AS112-v4 (RFC 7535)"],
   ["192.52.193.1", ["global"], "AMT (RFC 7450)"],
   ["192.88.99.1", ["reserved"], "deprecated 6to4 relay anycast (RFC 7526)"],
@@ -37,14 +38,14 @@ const IPV4: readonly Row[] = [
   ["198.18.0.1", ["reserved"], "benchmarking (RFC 2544)"],
   ["198.19.255.255", ["reserved"], "benchmarking (RFC 2544)"],
   ["198.20.0.1", ["global"], "just past benchmarking"],
-  ["198.51.100.7", ["documentation"], "TEST-NET-2 (RFC 5737)"],
-  ["203.0.113.9", ["documentation"], "TEST-NET-3 (RFC 5737)"],
+  ["198.51.100.7", ["documentation", "reserved"], "TEST-NET-2 (RFC 5737)"],
+  ["203.0.113.9", ["documentation", "reserved"], "TEST-NET-3 (RFC 5737)"],
   ["224.0.0.251", ["multicast"], "mDNS (RFC 5771)"],
-  ["233.252.0.1", ["multicast", "documentation"], "MCAST-TEST-NET (RFC 6676)"],
+  ["233.252.0.1", ["multicast"], "MCAST-TEST-NET (RFC 6676), not documentation in 0.6.0"],
   ["239.255.255.255", ["multicast"], "RFC 5771"],
   ["240.0.0.1", ["reserved"], "future use (RFC 1112)"],
   ["255.255.255.254", ["reserved"], "future use (RFC 1112)"],
-  ["255.255.255.255", ["broadcast"], "limited broadcast (RFC 919)"],
+  ["255.255.255.255", ["broadcast", "reserved"], "limited broadcast (RFC 919), inside 240/4"],
   ["1.1.1.1", ["global"], "public"],
   ["8.8.8.8", ["global"], "public"],
 ];
@@ -114,6 +115,54 @@ describe("endpoint classifiers", () => {
   }
 });
 
+/**
+ * 0.6.0's IPv4 classifiers, restated from its rules (src/index.ts at v0.6.0)
+ * as predicates on the four octets: the oracle the sweep below compares with.
+ */
+function oracle060(a: number, b: number, c: number, d: number): Record<AddressClass, boolean> {
+  const documentation = (a === 192 && b === 0 && c === 2) || (a === 198 && b === 51 && c === 100)
+    || (a === 203 && b === 0 && c === 113);
+  const broadcast = a === 255 && b === 255 && c === 255 && d === 255;
+  const classes = {
+    loopback: a === 127,
+    private: a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168),
+    "link-local": a === 169 && b === 254,
+    multicast: a >= 224 && a <= 239,
+    broadcast,
+    documentation,
+    reserved: a === 0 || (a === 100 && b >= 64 && b <= 127) || (a === 192 && b === 0 && c === 0)
+      || (a === 192 && b === 88 && c === 99) || (a === 198 && (b === 18 || b === 19)) || a >= 240 || documentation,
+  };
+  return { ...classes, global: !Object.values(classes).some(Boolean) };
+}
+
+describe("IPv4 classifiers agree with 0.6.0", () => {
+  test("every a.b at the edges of its /16, and every address edge in the /16s where the third octet matters", () => {
+    const addresses: [number, number, number, number][] = [];
+    for (let a = 0; a < 256; a += 1) {
+      for (let b = 0; b < 256; b += 1) {
+        for (const [c, d] of [[0, 0], [0, 1], [255, 254], [255, 255]] as const) addresses.push([a, b, c, d]);
+      }
+    }
+    // 0.6.0's /24 rules: 192.0.0/24, 192.0.2/24, 192.88.99/24, 198.51.100/24, 203.0.113/24; and the broadcast /32.
+    for (const [a, b] of [[192, 0], [192, 88], [198, 51], [203, 0], [255, 255]] as const) {
+      for (let c = 0; c < 256; c += 1) {
+        for (const d of [0, 1, 8, 9, 10, 11, 254, 255]) addresses.push([a, b, c, d]);
+      }
+    }
+    for (const [a, b, c, d] of addresses) {
+      const ip = `${a}.${b}.${c}.${d}`;
+      const endpoint = createNetworkEndpoint(parseIpAddress(ip) as NonNullable<ReturnType<typeof parseIpAddress>>, 80);
+      const want = oracle060(a, b, c, d);
+      for (const [name, method] of Object.entries(CLASSIFIERS)) {
+        if (endpoint[method]() !== want[name as AddressClass]) {
+          assert.fail(`${ip} ${method}() = ${endpoint[method]()}, 0.6.0 said ${want[name as AddressClass]}`);
+        }
+      }
+    }
+  });
+});
+
 describe("address text", () => {
   test("canonical formatting follows RFC 5952", () => {
     const cases: [string, string][] = [
@@ -145,27 +194,34 @@ describe("address text", () => {
     }
   });
 
-  test("endpoint specs need an IP and a port; IPv6 in brackets", () => {
+  test("endpoint specs need an IP and a port; IPv6 in brackets; others match nothing", () => {
     const text = (spec: Parameters<typeof parseEndpointSpec>[0]) => {
       const parsed = parseEndpointSpec(spec);
-      return `${formatIpAddress(parsed.address)} ${parsed.port}`;
+      return parsed === undefined ? undefined : `${formatIpAddress(parsed.address)} ${parsed.port}`;
     };
     assert.equal(text("203.0.113.10:5432"), "203.0.113.10 5432");
     assert.equal(text("[2001:DB8::1]:443"), "2001:db8::1 443");
     assert.equal(text({ ip: "2001:db8::1", port: 53 }), "2001:db8::1 53");
-    for (const bad of ["2001:db8::1:443", "203.0.113.10" as `${string}:${number}`, "example.test:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+    for (const none of ["2001:db8::1:443", "example.test:80", "1.2.3.4:0", "1.2.3.4:65536", "[1.2.3.4]:80", { ip: "1.2.3.4" }]) {
+      assert.equal(text(none as never), undefined, JSON.stringify(none));
+    }
+    // No port separator at all is an error, as 0.6.0's "must include a port".
+    for (const bad of ["203.0.113.10", 42, null]) {
       assert.throws(() => parseEndpointSpec(bad as never), /invalid endpoint spec/, JSON.stringify(bad));
     }
   });
 
-  test("resolver specs default to port 53", () => {
+  test("resolver specs default to port 53; a hostname is no resolver", () => {
     assert.deepEqual(parseResolverSpec("192.0.2.53"), { ip: "192.0.2.53", port: 53 });
     assert.deepEqual(parseResolverSpec("192.0.2.53:5353"), { ip: "192.0.2.53", port: 5353 });
     assert.deepEqual(parseResolverSpec("2001:db8::53"), { ip: "2001:db8::53", port: 53 });
     assert.deepEqual(parseResolverSpec("[2001:db8::53]:853"), { ip: "2001:db8::53", port: 853 });
     assert.deepEqual(parseResolverSpec({ ip: "::1" }), { ip: "::1", port: 53 });
-    for (const bad of ["dns.example.test", "192.0.2.53:", "[::1", { ip: "192.0.2.53", port: 0 }]) {
-      assert.throws(() => parseResolverSpec(bad), /invalid DNS resolver/, JSON.stringify(bad));
+    for (const none of ["dns.example.test", "192.0.2.53:", "[::1", { ip: "192.0.2.53", port: 0 }]) {
+      assert.equal(parseResolverSpec(none), undefined, JSON.stringify(none));
+    }
+    for (const bad of [53, null, undefined]) {
+      assert.throws(() => parseResolverSpec(bad as never), /invalid DNS resolver/, JSON.stringify(bad));
     }
   });
 });

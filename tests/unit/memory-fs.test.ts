@@ -1,5 +1,7 @@
 // fs.memory: seeding, reads and writes, directories, symlinks, hard links,
-// rename flags, xattrs, and the error prefixes/codes the guest mapping uses.
+// rename flags, xattrs, and the error prefixes/codes the guest mapping uses;
+// 0.6.0's behaviours: detached methods, relative seed keys, writable: true,
+// its messages.
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -21,9 +23,53 @@ describe("fs.memory", () => {
     assert.deepEqual(await memory.list("/"), [{ name: "a", type: "directory" }, { name: "task.txt", type: "file" }]);
     assert.deepEqual(await memory.list("/a/b"), [{ name: "c.bin", type: "file" }]);
     const stat = await memory.stat("/a/b/c.bin");
-    assert.deepEqual({ ...stat, modifiedAtMs: typeof stat.modifiedAtMs }, { type: "file", sizeBytes: 3, mediaType: null, modifiedAtMs: "number" });
+    assert.deepEqual(
+      { ...stat, modifiedAtMs: typeof stat.modifiedAtMs },
+      { type: "file", sizeBytes: 3, mediaType: null, modifiedAtMs: "number", writable: true },
+    );
     assert.equal((await memory.stat("/a")).sizeBytes, null);
-    assert.throws(() => fs.memory({ files: { "relative.txt": "x" } }), posixError("EINVAL", "invalid argument:"));
+    assert.throws(() => fs.memory({ files: { "/a/../b": "x" } }), TypeError);
+  });
+
+  test("seed keys and paths without a leading / are taken from the root (0.6.0)", async () => {
+    const memory = fs.memory({ files: { "notes.txt": "n", "dir/inner.txt": "i" } });
+    assert.equal(text(await memory.read({ path: "/notes.txt", signal })), "n");
+    assert.equal(text(await memory.read({ path: "/dir/inner.txt", signal })), "i");
+    assert.equal(text(await memory.read({ path: "dir/inner.txt", signal })), "i");
+    assert.deepEqual(await memory.list("/"), [{ name: "dir", type: "directory" }, { name: "notes.txt", type: "file" }]);
+  });
+
+  test("stat, createFile, mkdir, symlink, link and truncate report writable: true (0.6.0)", async () => {
+    const memory = fs.memory({ files: { "/f": "x" } });
+    const stats = [
+      await memory.stat("/"),
+      await memory.stat("/f"),
+      await memory.createFile("/g"),
+      await memory.mkdir("/d"),
+      await memory.symlink("f", "/s"),
+      await memory.link("/f", "/h"),
+      await memory.truncate("/f", 0),
+    ];
+    assert.deepEqual(stats.map((stat) => stat.writable), stats.map(() => true));
+  });
+
+  test("methods work detached, spread, and picked into fs.virtual (0.6.0)", async () => {
+    const memory = fs.memory({ files: { "/a.txt": "alpha" } });
+    const { read, stat, list, write, mkdir } = memory;
+    assert.equal(text(await read({ path: "/a.txt", signal })), "alpha");
+    assert.equal((await stat("/a.txt")).sizeBytes, 5);
+    assert.deepEqual(await list("/"), [{ name: "a.txt", type: "file" }]);
+    assert.equal(await write({ path: "/a.txt", offset: 0, contents: bytes("A") }), 1);
+    await mkdir("/made-detached");
+    const spread = { ...memory };
+    assert.equal(text(await spread.read({ path: "/a.txt", signal })), "Alpha");
+    assert.equal((await spread.stat("/made-detached")).type, "directory");
+    const picked = fs.virtual({ stat: memory.stat, list: memory.list, read: memory.read });
+    assert.equal(text(await picked.fileSystem.read({ path: "/a.txt", signal })), "Alpha");
+    assert.deepEqual(Object.keys(memory).sort(), [
+      "createFile", "getxattr", "link", "list", "listxattr", "mkdir", "read", "readlink", "removexattr",
+      "rename", "rmdir", "setxattr", "stat", "symlink", "truncate", "unlink", "write",
+    ]);
   });
 
   test("ranged reads, writes past the end, truncation", async () => {
@@ -64,14 +110,14 @@ describe("fs.memory", () => {
     await assert.rejects(memory.rmdir("/dir"), posixError("ENOTEMPTY", "directory not empty:"));
     await assert.rejects(memory.rmdir("/new"), posixError("ENOTDIR", "not a directory:"));
     await assert.rejects(memory.unlink("/dir"), posixError("EISDIR", "is a directory:"));
-    await assert.rejects(memory.read({ path: "/dir", signal }), posixError("EISDIR", "is a directory:"));
+    await assert.rejects(memory.read({ path: "/dir", signal }), posixError("EISDIR", "not a file: /dir"));
     await assert.rejects(memory.list("/new"), posixError("ENOTDIR", "not a directory:"));
     await assert.rejects(memory.stat("/nope"), posixError("ENOENT", "not found:"));
     await memory.unlink("/dir/inner");
     await memory.rmdir("/dir");
     await assert.rejects(memory.stat("/dir"), posixError("ENOENT", "not found:"));
     await assert.rejects(memory.unlink("/dir"), posixError("ENOENT", "not found:"));
-    await assert.rejects(memory.stat("relative"), posixError("EINVAL", "invalid argument:"));
+    await assert.rejects(memory.stat("/nul\0byte"), posixError("EINVAL", "invalid argument:"));
   });
 
   test("symlinks: readlink, lstat-style stat, followed for contents and in the middle of paths", async () => {
@@ -86,7 +132,7 @@ describe("fs.memory", () => {
     assert.equal(text(await memory.read({ path: "/real/rel", signal })), "data");
     assert.deepEqual((await memory.list("/link")).map((entry) => entry.name), ["file.txt", "rel"]);
     await assert.rejects(memory.read({ path: "/dangling", signal }), posixError("ENOENT", "not found:"));
-    await assert.rejects(memory.readlink("/real/file.txt"), posixError("EINVAL", "invalid argument:"));
+    await assert.rejects(memory.readlink("/real/file.txt"), posixError("EINVAL", "not a symlink: /real/file.txt"));
     await assert.rejects(memory.symlink("/x", "/link"), posixError("EEXIST", "path exists"));
     await memory.unlink("/link");
     assert.equal((await memory.stat("/real")).type, "directory", "unlink removes the link, not its target");
@@ -103,7 +149,7 @@ describe("fs.memory", () => {
     await memory.unlink("/a");
     assert.equal(text(await memory.read({ path: "/b", signal })), "ONE");
     await memory.mkdir("/d");
-    await assert.rejects(memory.link("/d", "/d2"), posixError("EPERM", "operation not permitted:"));
+    await assert.rejects(memory.link("/d", "/d2"), posixError("EPERM", "cannot hard link directory: /d"));
     await assert.rejects(memory.link("/b", "/d"), posixError("EEXIST", "path exists"));
   });
 
@@ -117,14 +163,16 @@ describe("fs.memory", () => {
     await assert.rejects(memory.rename("/b", "/dir"), posixError("EISDIR", "is a directory:"));
     await assert.rejects(memory.rename("/dir", "/b"), posixError("ENOTDIR", "not a directory:"));
     await assert.rejects(memory.rename("/empty", "/dir"), posixError("ENOTEMPTY", "directory not empty:"));
-    await assert.rejects(memory.rename("/dir", "/dir/sub"), posixError("EINVAL", "invalid argument:"));
+    await assert.rejects(memory.rename("/dir", "/dir/sub"), posixError("EINVAL", "invalid rename target: /dir/sub"));
     await memory.rename("/dir", "/empty");
     assert.equal(text(await memory.read({ path: "/empty/x", signal })), "X");
     await memory.rename("/b", "/empty/x", 2);
     assert.equal(text(await memory.read({ path: "/b", signal })), "X");
     assert.equal(text(await memory.read({ path: "/empty/x", signal })), "A");
     await assert.rejects(memory.rename("/b", "/absent", 2), posixError("ENOENT", "not found:"));
-    await assert.rejects(memory.rename("/b", "/c", 4), posixError("EINVAL", "invalid argument:"));
+    for (const flags of [4, 3, 8, 6]) {
+      await assert.rejects(memory.rename("/b", "/c", flags), posixError("EINVAL", `unsupported rename flags: ${flags}`));
+    }
     await assert.rejects(memory.rename("/absent", "/c"), posixError("ENOENT", "not found:"));
     await memory.rename("/b", "/b");
     assert.equal(text(await memory.read({ path: "/b", signal })), "X");
@@ -133,15 +181,15 @@ describe("fs.memory", () => {
   test("xattrs: set, get, list, remove, create/replace flags", async () => {
     const memory = fs.memory({ files: { "/f": "" } });
     await memory.setxattr("/f", "user.a", bytes("1"));
-    await assert.rejects(memory.setxattr("/f", "user.a", bytes("2"), 1), posixError("EEXIST", "path exists"));
+    await assert.rejects(memory.setxattr("/f", "user.a", bytes("2"), 1), posixError("EEXIST", "xattr already exists: user.a"));
     await memory.setxattr("/f", "user.a", bytes("2"), 2);
-    await assert.rejects(memory.setxattr("/f", "user.b", bytes("2"), 2), posixError("ENODATA", "xattr not found:"));
+    await assert.rejects(memory.setxattr("/f", "user.b", bytes("2"), 2), posixError("ENODATA", "xattr does not exist: user.b"));
     await memory.setxattr("/f", "user.b", bytes("3"), 1);
     assert.equal(text(await memory.getxattr("/f", "user.a")), "2");
     assert.deepEqual(await memory.listxattr("/f"), ["user.a", "user.b"]);
     await memory.removexattr("/f", "user.a");
-    await assert.rejects(memory.getxattr("/f", "user.a"), posixError("ENODATA", "xattr not found:"));
-    await assert.rejects(memory.removexattr("/f", "user.a"), posixError("ENODATA", "xattr not found:"));
+    await assert.rejects(memory.getxattr("/f", "user.a"), posixError("ENODATA", "xattr not found: user.a"));
+    await assert.rejects(memory.removexattr("/f", "user.a"), posixError("ENODATA", "xattr not found: user.a"));
     await assert.rejects(memory.setxattr("/f", "user.c", bytes("x"), 3), posixError("EINVAL", "invalid argument:"));
   });
 });

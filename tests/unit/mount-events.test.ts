@@ -32,6 +32,10 @@ describe("mount events", () => {
     assert.equal(errnoName(new Error("is a directory: /a")), "EISDIR");
     assert.equal(errnoName(new Error("directory not empty: /a")), "ENOTEMPTY");
     assert.equal(errnoName(new Error("xattr not found: user.x")), "ENODATA");
+    // The rest of 0.6.0's list.
+    assert.equal(errnoName(new Error("xattr already exists: user.x")), "EEXIST");
+    assert.equal(errnoName(new Error("xattr does not exist: user.x")), "ENODATA");
+    assert.equal(errnoName(new Error("xattr value larger than requested size")), "ERANGE");
     assert.equal(errnoName(new Error("disk on fire")), undefined);
     assert.equal(errnoName(Object.assign(new Error("x"), { code: "ERR_SOMETHING" })), undefined);
     assert.equal(errnoName("a string"), undefined);

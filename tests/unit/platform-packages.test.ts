@@ -51,7 +51,9 @@ test("package-lock.json carries the optional platform packages with their platfo
 
 test("the root package ships the API, the CLI and the entitlements; ESM with a require() path", () => {
   assert.deepEqual(root.files, ["dist", "bin", "macos"]);
-  assert.deepEqual(root.bin, { "torkbot-sandbox": "bin/torkbot-sandbox.js" });
+  // `sandbox` is 0.6.0's bin; `torkbot-sandbox` stays as an alias.
+  assert.deepEqual(root.bin, { sandbox: "bin/torkbot-sandbox.js", "torkbot-sandbox": "bin/torkbot-sandbox.js" });
+  assert.deepEqual(json("package-lock.json").packages[""].bin, root.bin);
   assert.deepEqual(root.exports["."], { types: "./dist/index.d.ts", import: "./dist/index.js", default: "./dist/index.js" });
   assert.equal(root.scripts["release:pack"], "node scripts/release-pack.mjs");
   assert.equal(root.scripts["artifacts:link-current"], "node scripts/link-current.mjs");

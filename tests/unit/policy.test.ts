@@ -1,5 +1,8 @@
 // network.policy evaluation: one event in, one decision out. Covers default
-// deny, accept/acceptHttp, the match helpers, and grant-at-most-once.
+// deny, accept/acceptHttp, the match helpers, and 0.6.0's decision rules
+// (the last accept wins, a late accept is ignored, DNS queries match
+// matchUdp/matchTcp on the sandbox resolver, specs that name no IP match
+// nothing, conn carries only its transport's members).
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -52,25 +55,31 @@ describe("policy decisions", () => {
     }, udp("203.0.113.10", 8125)), ACCEPT);
   });
 
-  test("a grant is recorded at most once; a second accept throws and so denies", async () => {
-    let second: unknown;
-    const decision = await decide((conn) => {
+  test("several accepts in one handler: the last one wins (0.6.0)", async () => {
+    assert.deepEqual(await decide((conn) => {
       assert.ok(conn.accept(), "grants are truthy");
-      try {
-        if (conn.transport === "tcp") conn.acceptHttp();
-      } catch (error) {
-        second = error;
-        throw error;
-      }
-    }, tcp("203.0.113.10", 443));
-    assert.deepEqual(decision, DENY);
-    assert.match(String(second), /already granted; accept at most once/);
+      if (conn.transport === "tcp") conn.acceptHttp();
+    }, tcp("203.0.113.10", 443)), { action: "http" });
+    assert.deepEqual(await decide((conn) => {
+      if (conn.transport === "tcp") conn.acceptHttp();
+      conn.accept();
+    }, tcp("203.0.113.10", 443)), ACCEPT);
+    assert.deepEqual(await decide((conn) => {
+      conn.matchDns("192.0.2.53")?.accept();
+      conn.matchDns("192.0.2.54")?.accept();
+    }, dnsQuery()), { action: "dns", resolvers: [{ ip: "192.0.2.54", port: 53 }] });
   });
 
-  test("accepting after the handler settled throws and changes nothing", async () => {
+  test("accepting after the handler settled is ignored: no throw, no change (0.6.0)", async () => {
     let late: NetworkConnectionRequest | undefined;
     assert.deepEqual(await decide((conn) => { late = conn; }, tcp("203.0.113.10", 80)), DENY);
-    assert.throws(() => late?.accept(), /decision for this flow is already made/);
+    assert.doesNotThrow(() => late?.accept());
+    assert.doesNotThrow(() => late?.transport === "tcp" && late.acceptHttp());
+    let lateMatch: { accept(): unknown } | undefined;
+    assert.deepEqual(await decide(async (conn) => {
+      lateMatch = conn.transport === "tcp" ? conn.matchTcp("203.0.113.10:80") : undefined;
+    }, tcp("203.0.113.10", 80)), DENY);
+    assert.doesNotThrow(() => lateMatch?.accept());
   });
 
   test("the conn object exposes transport and canonical, classified endpoints", async () => {
@@ -81,6 +90,40 @@ describe("policy decisions", () => {
     assert.equal(conn.dst.isDocumentation(), true);
     assert.equal(conn.src.isPrivate(), true);
     assert.ok(Object.isFrozen(conn));
+  });
+
+  test("conn carries only its transport's members, so `in` tells TCP from UDP (0.6.0)", async () => {
+    const tcpConn = await probe(tcp("203.0.113.10", 443), (c) => c);
+    assert.ok("acceptHttp" in tcpConn && "matchTcp" in tcpConn);
+    assert.ok(!("matchUdp" in tcpConn));
+    const udpConn = await probe(udp("203.0.113.10", 443), (c) => c);
+    assert.ok("matchUdp" in udpConn);
+    assert.ok(!("acceptHttp" in udpConn) && !("matchTcp" in udpConn));
+    const tcpDns = await probe(dnsQuery("tcp"), (c) => c);
+    assert.deepEqual(Object.keys(tcpDns).sort(), ["accept", "acceptHttp", "dst", "matchDns", "matchHttp", "matchTcp", "src", "transport"]);
+    const udpDns = await probe(dnsQuery("udp"), (c) => c);
+    assert.deepEqual(Object.keys(udpDns).sort(), ["accept", "dst", "matchDns", "matchHttp", "matchUdp", "src", "transport"]);
+  });
+
+  test("a policy zoo written the 0.6.0 way", async () => {
+    const zoo: NetworkConnectionRequestHandler = async (conn) => {
+      conn.matchDns("dns.google")?.accept(); // a hostname resolver: no match
+      if ("acceptHttp" in conn) {
+        conn.matchTcp("db:5432")?.accept(); // a hostname endpoint: no match
+        conn.matchTcp("10.0.2.1:53")?.accept(); // DNS over TCP to the sandbox resolver
+        conn.matchTcp((m) => m.dst.port === 443)?.accept();
+        if (conn.dst.port === 443) conn.acceptHttp(); // the last accept wins
+        return;
+      }
+      conn.matchUdp("10.0.2.1:53")?.accept();
+      conn.matchUdp((m) => m.dst.isPublicInternet())?.accept();
+    };
+    assert.deepEqual(await decide(zoo, dnsQuery("udp")), { action: "dns" });
+    assert.deepEqual(await decide(zoo, dnsQuery("tcp")), { action: "dns" });
+    assert.deepEqual(await decide(zoo, tcp("203.0.113.10", 443)), { action: "http" });
+    assert.deepEqual(await decide(zoo, tcp("203.0.113.10", 5432)), DENY);
+    assert.deepEqual(await decide(zoo, udp("8.8.8.8", 443)), ACCEPT);
+    assert.deepEqual(await decide(zoo, udp("198.51.100.1", 443)), DENY);
   });
 
   test("malformed events reject (a native bug), they are not silently denied", async () => {
@@ -104,15 +147,22 @@ describe("matchTcp / matchUdp", () => {
     assert.ok(await probe(udp("203.0.113.10", 8125), (c) => c.transport === "udp" && c.matchUdp("203.0.113.10:8125")));
   });
 
-  test("they match only their transport, and never DNS queries", async () => {
-    const anyConn = (c: NetworkConnectionRequest) => c as unknown as {
-      matchTcp(spec: string): unknown;
-      matchUdp(spec: string): unknown;
-    };
-    assert.equal(await probe(udp("203.0.113.10", 53), (c) => anyConn(c).matchTcp("203.0.113.10:53")), undefined);
-    assert.equal(await probe(tcp("203.0.113.10", 53), (c) => anyConn(c).matchUdp("203.0.113.10:53")), undefined);
-    assert.equal(await probe(dnsQuery("udp"), (c) => anyConn(c).matchUdp("10.0.2.1:53")), undefined);
-    assert.equal(await probe(dnsQuery("tcp"), (c) => anyConn(c).matchTcp("10.0.2.1:53")), undefined);
+  test("they match DNS queries to the sandbox resolver, whose accept forwards them (0.6.0)", async () => {
+    assert.deepEqual(await decide((c) => {
+      if (c.transport === "udp") c.matchUdp("10.0.2.1:53")?.accept();
+    }, dnsQuery("udp")), { action: "dns" });
+    assert.deepEqual(await decide((c) => {
+      if (c.transport === "tcp") c.matchTcp({ ip: "10.0.2.1", port: 53 })?.accept();
+    }, dnsQuery("tcp")), { action: "dns" });
+    assert.deepEqual(await decide((c) => {
+      if (c.transport === "udp") c.matchUdp((m) => m.dst.port === 53)?.accept();
+    }, dnsQuery("udp")), { action: "dns" });
+    assert.deepEqual(await decide((c) => {
+      if (c.transport === "tcp") c.acceptHttp();
+    }, dnsQuery("tcp")), { action: "dns" });
+    assert.deepEqual(await decide((c) => {
+      if (c.transport === "udp") c.matchUdp("10.0.2.1:5353")?.accept();
+    }, dnsQuery("udp")), DENY);
   });
 
   test("a match's accept is a raw accept", async () => {
@@ -121,15 +171,29 @@ describe("matchTcp / matchUdp", () => {
     }, tcp("203.0.113.10", 5432)), ACCEPT);
   });
 
-  test("a bad spec or an async predicate throws (so the flow is denied)", async () => {
-    await assert.rejects(probe(udp("203.0.113.10", 1), (c) => (c as unknown as { matchTcp(s: string): unknown }).matchTcp("nonsense")), /invalid endpoint spec "nonsense"/);
+  test("a spec that names no IP endpoint matches nothing; one without a port throws (0.6.0)", async () => {
+    for (const spec of ["db:5432", "db.internal:5432", "203.0.113.10:http", "203.0.113.10:70000", { ip: "db", port: 5432 }, { ip: "203.0.113.10" }]) {
+      assert.equal(await probe(tcp("203.0.113.10", 5432), (c) => c.transport === "tcp" && c.matchTcp(spec as never)), undefined, JSON.stringify(spec));
+    }
+    await assert.rejects(probe(udp("203.0.113.10", 1), (c) => c.transport === "udp" && c.matchUdp("nonsense" as never)), /invalid endpoint spec "nonsense"/);
+  });
+
+  test("a predicate returning a promise matches, whatever it resolves to (0.6.0: truthiness)", async () => {
     assert.deepEqual(await decide((c) => {
-      if (c.transport === "tcp") c.matchTcp((() => Promise.resolve(true)) as never)?.accept();
-    }, tcp("203.0.113.10", 5432)), DENY);
-    await assert.rejects(
-      probe(tcp("203.0.113.10", 5432), (c) => c.transport === "tcp" && c.matchTcp((() => Promise.resolve(true)) as never)),
-      /match predicates must be synchronous/,
-    );
+      if (c.transport === "tcp") c.matchTcp((() => Promise.resolve(false)) as never)?.accept();
+    }, tcp("203.0.113.10", 5432)), ACCEPT);
+    let unhandled: unknown;
+    const onUnhandled = (reason: unknown) => { unhandled = reason; };
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      assert.deepEqual(await decide((c) => {
+        c.matchDns((() => Promise.reject(new Error("predicate failed"))) as never)?.accept();
+      }, dnsQuery()), { action: "dns" });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+    assert.equal(unhandled, undefined, "a rejected predicate must not become an unhandled rejection");
   });
 });
 
@@ -162,16 +226,26 @@ describe("matchDns", () => {
     );
     assert.equal(seen, "udp");
     assert.deepEqual(await decide((c) => { c.matchDns(() => false)?.accept(); }, dnsQuery()), DENY);
-    assert.deepEqual(await decide((c) => { c.matchDns("1.1.1.1")?.accept({ resolvers: [] }); }, dnsQuery()), DENY);
+    // `resolvers: []` is the host's own resolvers, as if omitted (0.6.0).
+    assert.deepEqual(await decide((c) => { c.matchDns("1.1.1.1")?.accept({ resolvers: [] }); }, dnsQuery()), { action: "dns" });
+    assert.deepEqual(await decide((c) => { c.matchDns(() => true)?.accept({ resolvers: [] }); }, dnsQuery()), { action: "dns" });
+  });
+
+  test("a resolver spec that is not an IP address matches nothing (0.6.0)", async () => {
+    assert.equal(await probe(dnsQuery(), (c) => c.matchDns("dns.google")), undefined);
+    assert.equal(await probe(dnsQuery(), (c) => c.matchDns({ ip: "dns.google" })), undefined);
+    assert.deepEqual(await decide((c) => {
+      c.matchDns("dns.google")?.accept();
+      c.matchDns("192.0.2.53:5353")?.accept();
+    }, dnsQuery()), { action: "dns", resolvers: [{ ip: "192.0.2.53", port: 5353 }] });
   });
 
   test("conn.accept() on a DNS query forwards it to the host's resolvers", async () => {
     assert.deepEqual(await decide((c) => { c.accept(); }, dnsQuery()), { action: "dns" });
   });
 
-  test("matchDns does not match non-DNS flows, and acceptHttp refuses DNS", async () => {
+  test("matchDns does not match non-DNS flows", async () => {
     assert.equal(await probe(udp("1.1.1.1", 53), (c) => c.matchDns("1.1.1.1")), undefined);
-    assert.deepEqual(await decide((c) => { (c as unknown as { acceptHttp(): void }).acceptHttp(); }, dnsQuery("tcp")), DENY);
   });
 
   test("README pattern: `if (conn.matchDns(...)?.accept()) return;`", async () => {
@@ -199,8 +273,9 @@ describe("matchHttp and acceptHttp", () => {
     assert.equal(await probe(pinned("api.example.test", 80), (c) => c.matchHttp("api.example.test:443")), undefined);
     assert.ok(await probe(pinned("api.example.test", 8443), (c) => c.matchHttp({ hostname: "api.example.test", port: 8443 })));
     assert.ok(await probe(pinned("a.example.test"), (c) => c.matchHttp((m) => m.hostname.endsWith(".example.test"))));
-    await assert.rejects(probe(pinned("a.example.test"), (c) => c.matchHttp("https://a.example.test")), /invalid HTTP authority/);
-    await assert.rejects(probe(pinned("a.example.test"), (c) => c.matchHttp("a.example.test:http")), /invalid HTTP authority/);
+    // An authority that names no hostname matches nothing, as in 0.6.0.
+    assert.equal(await probe(pinned("a.example.test"), (c) => c.matchHttp("https://a.example.test")), undefined);
+    assert.equal(await probe(pinned("a.example.test"), (c) => c.matchHttp("a.example.test:http")), undefined);
   });
 
   test("never matches UDP flows or DNS queries", async () => {

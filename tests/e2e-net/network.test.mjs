@@ -4,7 +4,7 @@
 // way (DNS granted through matchUdp, several accepts, late accepts). Runs only inside the network
 // namespace tests/e2e-net/run.sh makes; every origin lives on its loopback.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -178,34 +178,15 @@ describe("network policy in a VM", () => {
   });
 });
 
-/** The first nameserver of the host's resolv.conf: "the host's resolvers" of a DNS grant without any. */
-function hostNameserver() {
-  const line = readFileSync("/etc/resolv.conf", "utf8").split("\n").find((l) => /^nameserver\s/.test(l));
-  if (line === undefined) throw new Error("/etc/resolv.conf names no nameserver");
-  return line.split(/\s+/)[1];
-}
-
 describe("a policy written the 0.6.0 way, in a VM", () => {
   const late = [];
   let lane;
   let web;
-  let resolver;
 
   before(async () => {
     assertIsolated();
-    // DNS granted without resolvers goes to the host's resolvers; inside this
-    // namespace the host's nameserver address is made to exist on lo and
-    // answered by a dnsmasq of the test's own.
-    const nameserver = hostNameserver();
-    try {
-      execFileSync("ip", ["addr", "add", `${nameserver}/${nameserver.includes(":") ? 128 : 32}`, "dev", "lo"], { stdio: "ignore" });
-    } catch {
-      // already there (a loopback resolver such as 127.0.0.53)
-    }
-    resolver = spawn("dnsmasq", [
-      "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", `--listen-address=${nameserver}`,
-      "--port=53", `--address=/hostres.test/${ORIGIN}`, "--log-facility=-",
-    ], { stdio: "ignore" });
+    // DNS granted without resolvers is answered from the host's own
+    // resolution: run.sh's /etc/hosts names hosts-file.test.
     web = await origin(ORIGIN, 8081, "hello the 0.6.0 way\n");
     lane = await defineSandbox({
       rootfs: rootfs.builtIn("debian:13-slim"),
@@ -214,7 +195,7 @@ describe("a policy written the 0.6.0 way, in a VM", () => {
         if ("acceptHttp" in conn) {
           conn.matchTcp("10.0.2.1:53")?.accept();
           conn.matchTcp("db:5432")?.accept(); // no match, no throw
-          if (conn.matchHttp("hostres.test:8081")) {
+          if (conn.matchHttp("hosts-file.test:8081")) {
             conn.accept();
             conn.acceptHttp(); // the last accept wins
           }
@@ -235,17 +216,16 @@ describe("a policy written the 0.6.0 way, in a VM", () => {
   after(async () => {
     await lane?.close();
     web?.server.close();
-    resolver?.kill();
   });
 
   it("resolves names when the policy grants DNS with matchUdp(\"10.0.2.1:53\")", async () => {
-    const r = await lane.exec("getent", ["hosts", "hostres.test"]);
+    const r = await lane.exec("getent", ["hosts", "hosts-file.test"]);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`^${ORIGIN.replaceAll(".", "\\.")}\\s+hostres\\.test`));
+    assert.match(r.stdout, new RegExp(`^${ORIGIN.replaceAll(".", "\\.")}\\s+hosts-file\\.test`));
   });
 
   it("grants by the last of several accepts", async () => {
-    const r = await lane.exec("curl", ["-sS", "-m", "10", "http://hostres.test:8081/"]);
+    const r = await lane.exec("curl", ["-sS", "-m", "10", "http://hosts-file.test:8081/"]);
     assert.deepEqual([r.exitCode, r.stdout], [0, "hello the 0.6.0 way\n"], r.stderr);
   });
 

@@ -61,7 +61,7 @@ apt_pin_fetch() {
   }
   [[ $(sha256sum <"$APT_PIN_DEB" | cut -d' ' -f1) == "$want_sha" ]] ||
     die "$APT_PIN_DEB does not match the SHA256 $want_sha apt's index lists for $APT_PIN_NAME=$APT_PIN_VERSION"
-  printf '%s: the mirror does not serve the pinned %s=%s; using %s=%s (what %s depends on now), verified by apt against the signed index (InRelease → Packages SHA256 %s). Re-pin to it for reproducible builds.\n' \
+  printf '%s: the mirror does not serve the pinned %s=%s; using %s=%s (what %s depends on now), verified through the signed apt index (InRelease signature → Packages hash → .deb SHA256 %s). Re-pin to it for reproducible builds.\n' \
     "${0##*/}" "$name" "$version" "$APT_PIN_NAME" "$APT_PIN_VERSION" "$meta" "$want_sha" >&2
 }
 

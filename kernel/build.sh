@@ -9,12 +9,16 @@
 #   modules/load.order   their file names, dependencies first, each followed
 #                        by the groups it is loaded for (none: always)
 #   kernel.json          package, version and release of the kernel
-# The result is cached by the hash of this script, pin.env and modules.list;
-# OUTDIR is filled from the cache with hard links when it can be.
+# The package is the pin when the mirror serves it, else the current one of
+# the same flavour (scripts/lib-apt.sh says which and how it was verified).
+# The result is cached by the hash of this script, pin.env, modules.list and
+# the package version actually used; OUTDIR is filled from the cache with
+# hard links when it can be.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/../scripts/lib-cache.sh"
+. "$here/../scripts/lib-apt.sh"
 . "$here/pin.env"
 
 # The bzImage wraps a compressed ELF vmlinux. QEMU boots that ELF directly
@@ -45,19 +49,6 @@ check_pvh() {
     die "extracted $1 is not an ELF64 file"
   readelf -n "$1" | grep -qE 'Xen .*(\(0x00000012\)|PHYS32_ENTRY)' ||
     die "$1 has no Xen PVH entry note: QEMU cannot boot it as an ELF kernel"
-}
-
-fetch_deb() {
-  local dir=$1 deb
-  (cd "$dir" && apt-get download -q "$KERNEL_PACKAGE=$KERNEL_VERSION") >"$dir/apt.log" 2>&1 || {
-    cat "$dir/apt.log" >&2
-    die "apt-get download $KERNEL_PACKAGE=$KERNEL_VERSION failed: run apt-get update, or re-pin kernel/pin.env if the mirror dropped this version"
-  }
-  deb=$(printf '%s\n' "$dir"/*.deb)
-  [[ -f $deb ]] || die "apt-get download left no .deb in $dir"
-  [[ $(sha256sum <"$deb" | cut -d' ' -f1) == "$KERNEL_DEB_SHA256" ]] ||
-    die "$deb does not match KERNEL_DEB_SHA256 in kernel/pin.env"
-  printf '%s\n' "$deb"
 }
 
 # The entries of modules.list, without comments and blank lines: a module
@@ -160,13 +151,21 @@ install_modules() {
   done
 }
 
-# cache_build callback: builds one cache entry in $1.
+# The metapackage that depends on the current kernel of the pinned flavour:
+# what replaces a pin the mirror no longer serves.
+KERNEL_META=linux-image-amd64
+
+# cache_build callback: builds one cache entry in $1 from the .deb at
+# $KERNEL_DEB (in $KERNEL_DOWNLOAD), the package $KERNEL_PACKAGE=$KERNEL_VERSION.
 build_entry() {
-  local entry=$1 work=$1/.work deb moddir name
+  local entry=$1 work=$1/.work moddir name
   need_pkgs kmod binutils xz-utils zstd
   mkdir -p "$work/root"
-  deb=$(fetch_deb "$work")
-  dpkg-deb -x "$deb" "$work/root"
+  # Into the entry's temp dir, which cache_build removes if this fails.
+  mv "$KERNEL_DEB" "$work/"
+  KERNEL_DEB=$work/${KERNEL_DEB##*/}
+  rm -rf "$KERNEL_DOWNLOAD"
+  dpkg-deb -x "$KERNEL_DEB" "$work/root"
   extract_vmlinux "$work/root/boot/vmlinuz-$KERNEL_RELEASE" "$entry/vmlinux"
   check_pvh "$entry/vmlinux"
 
@@ -185,11 +184,38 @@ build_entry() {
   rm -rf "$work"
 }
 
+# kernel_key: the cache key of $KERNEL_PACKAGE=$KERNEL_VERSION.
+kernel_key() {
+  cache_key "$here/build.sh" "$here/pin.env" "$here/modules.list" -- "$KERNEL_PACKAGE=$KERNEL_VERSION"
+}
+
+# use_package NAME VERSION: the kernel to build from now on.
+use_package() {
+  KERNEL_PACKAGE=$1 KERNEL_VERSION=$2 KERNEL_RELEASE=${1#linux-image-}
+}
+
 main() {
   (($# == 1)) || die "usage: kernel/build.sh OUTDIR"
-  local out=$1 key f
-  key=$(cache_key "$here/build.sh" "$here/pin.env" "$here/modules.list")
-  cache_build kernel "$key" build_entry
+  local out=$1 f pin_name=$KERNEL_PACKAGE pin_version=$KERNEL_VERSION
+  # Which kernel the lists point at (no network): a cached build of it
+  # needs nothing else.
+  apt_pin_resolve "$pin_name" "$pin_version" "$KERNEL_META"
+  use_package "$APT_PIN_NAME" "$APT_PIN_VERSION"
+  if [[ ! -d $(cache_root)/kernel/$(kernel_key) ]]; then
+    mkdir -p "$(cache_root)/kernel" ||
+      die "cannot create cache directory $(cache_root)/kernel (set SANDBOX_CACHE_DIR to a writable place)"
+    # Global: the trap reads it; build_entry moves the .deb out of it.
+    KERNEL_DOWNLOAD=$(mktemp -d "$(cache_root)/kernel/.download.XXXXXX")
+    trap 'rm -rf "$KERNEL_DOWNLOAD"' EXIT
+    apt_pin_fetch "$KERNEL_DOWNLOAD" "$pin_name" "$pin_version" "$KERNEL_DEB_SHA256" "$KERNEL_META"
+    use_package "$APT_PIN_NAME" "$APT_PIN_VERSION"
+    KERNEL_DEB=$APT_PIN_DEB
+  fi
+  cache_build kernel "$(kernel_key)" build_entry
+  if [[ -n ${KERNEL_DOWNLOAD:-} ]]; then
+    rm -rf "$KERNEL_DOWNLOAD"
+    trap - EXIT
+  fi
   mkdir -p "$out"
   # Only our names: OUTDIR also holds the initrd built next to them.
   for f in vmlinux modules kernel.json; do

@@ -2,7 +2,7 @@
 // sandbox.node that Node loads. It owns the table of booted sandboxes and
 // wires the request methods JS calls (see bridge/napi) to the services:
 //
-//	boot  {kernel, initrd, rootDisk, cpus, memoryMiB, mounts, network, consoleOutput?} → {id}
+//	boot  {kernel, initrd, rootDisk, cpus, memoryMiB, mounts, network, settings} → {id}
 //	      handler kept until close: "fs"/"fs-abort" (jsfs.go), "policy"
 //	      (jspolicy.go), "block-list/read/write/flush" (jsstore.go)
 //	exec  {id, command, args, cwd, env} → {exitCode, stdout, stderr}

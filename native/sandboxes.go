@@ -5,22 +5,17 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/native/settings"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/engines"
 )
-
-// defaultBootTimeout bounds a boot; generous because TCG on a loaded
-// two-core machine boots in seconds, not milliseconds.
-const defaultBootTimeout = 60 * time.Second
 
 type sandbox struct {
 	env  napi.EnvID
@@ -65,10 +60,9 @@ type bootRequest struct {
 		Access string `json:"access"` // "read-only" or "posix"
 	} `json:"mounts"`
 	Network bool `json:"network"`
-	// ExtraCACerts is $NODE_EXTRA_CA_CERTS as JavaScript sees it: the
-	// process environment the Go runtime copied at load may predate it.
-	ExtraCACerts  string `json:"extraCaCerts"`
-	ConsoleOutput string `json:"consoleOutput"`
+	// Settings are process.env's at the boot() call: the Go runtime's own
+	// copy of the environment may predate them (native/settings).
+	Settings settings.Request `json:"settings"`
 }
 
 type bootResponse struct {
@@ -82,17 +76,13 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	if cow && req.RootDisk.BlockSize <= 0 {
 		return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("rootDisk.blockSize %d: a copy-on-write root needs its store's block size", req.RootDisk.BlockSize)}
 	}
-	engine, err := engineSelector.Select(ctx, engines.SettingsFromEnv(), req.Kernel, req.Initrd)
+	set, err := req.Settings.Resolve()
+	if err != nil {
+		return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: err.Error()}
+	}
+	engine, err := engineSelector.Select(ctx, set.Engines, req.Kernel, req.Initrd)
 	if err != nil {
 		return bootResponse{}, &napi.Error{Code: codeEngine, Message: err.Error()}
-	}
-	timeout := defaultBootTimeout
-	if v := os.Getenv("SANDBOX_BOOT_TIMEOUT_MS"); v != "" {
-		ms, err := strconv.Atoi(v)
-		if err != nil || ms <= 0 {
-			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("SANDBOX_BOOT_TIMEOUT_MS=%q is not a positive number of milliseconds", v)}
-		}
-		timeout = time.Duration(ms) * time.Millisecond
 	}
 	var events *napi.Callback
 	if req.Network || len(req.Mounts) > 0 || cow {
@@ -108,7 +98,7 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	)
 	if req.Network {
 		policy = jsPolicy{events}
-		if upstreamRoots, err = readExtraCACerts(req.ExtraCACerts); err != nil {
+		if upstreamRoots, err = readExtraCACerts(set.ExtraCACerts); err != nil {
 			events.Release()
 			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: err.Error()}
 		}
@@ -135,8 +125,10 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		UpstreamRootsPEM: upstreamRoots,
 		CPUs:             req.CPUs,
 		MemoryMiB:        req.MemoryMiB,
-		ConsoleOutput:    req.ConsoleOutput,
-		BootTimeout:      timeout,
+		ConsoleOutput:    set.ConsoleOutput,
+		BootTimeout:      set.BootTimeout,
+		Env:              set.Env,
+		TempDir:          set.TempDir,
 		Network:          policy,
 		Mounts:           mounts,
 		Log:              os.Stderr,

@@ -9,7 +9,7 @@ bash scripts/build.sh
 # Test-only tools: namespaces, real clients and servers the tests drive
 # (the Go tests would install a missing one themselves, or skip naming it).
 need_pkgs iproute2 util-linux dnsmasq-base curl dnsutils netcat-openbsd socat \
-  openssh-client openssh-server openssl sqlite3 git attr libnbd-bin
+  openssh-client openssh-server openssl sqlite3 git attr libnbd-bin dpkg-dev
 
 echo "==> go vet"
 go vet ./...
@@ -17,6 +17,10 @@ echo "==> darwin/arm64 cross-build of the engine packages (pure Go parts)"
 GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go build ./vmm/... ./sandbox-init/channel/ ./blockstore/... ./control/...
 echo "==> go test -race"
 go test -race -count=1 ./...
+echo "==> engine selection and libkrun tests with /dev/kvm hidden, whatever this machine has"
+bash scripts/without-kvm.sh go test -count=1 ./vmm/engines ./vmm/krun
+echo "==> pinned .deb fetch (scripts/lib-apt.sh) against local apt repositories"
+bash tests/build/apt-pin.test.sh
 
 echo "==> fuzz (short runs; long ones: go test -fuzz=NAME -fuzztime=10m ./PKG)"
 # Go's fuzzing coordinator now and then ends a clean run with "context

@@ -13,6 +13,7 @@ import type { HttpEvent } from "./http-middleware.js";
 import { PolicyEvaluator, type PolicyEvent } from "./policy-evaluation.js";
 import type { NetworkPolicy } from "./network-types.js";
 import type { Rootfs, SandboxBlockStore } from "./rootfs.js";
+import { readSettings, type NativeSettings } from "./settings.js";
 
 /** A checked definition, as defineSandbox keeps it. */
 export interface SandboxPlan {
@@ -44,14 +45,8 @@ export interface BootRequest {
   readonly mounts: readonly { readonly path: string; readonly access: MountAccess }[];
   /** A NIC behind the policy engine; false means no NIC at all (nothing can leave). */
   readonly network: boolean;
-  /**
-   * $NODE_EXTRA_CA_CERTS, trusted with the system roots for the upstream
-   * side of intercepted HTTPS. Sent from here because the addon's copy of
-   * the environment is the one of the moment it was loaded.
-   */
-  readonly extraCaCerts?: string;
-  /** Where the guest console goes ($SANDBOX_CONSOLE_OUTPUT), for debugging. */
-  readonly consoleOutput?: string;
+  /** process.env's settings at this boot() call (settings.ts). */
+  readonly settings: NativeSettings;
 }
 
 /**
@@ -91,7 +86,7 @@ export async function bootSandbox(
   runtime: NativeRuntime,
   plan: SandboxPlan,
   options: CheckedBootOptions,
-  consoleOutput: string | undefined = process.env.SANDBOX_CONSOLE_OUTPUT || undefined,
+  settings: NativeSettings = readSettings(),
 ): Promise<SandboxInstance> {
   const artifacts = readInstalledArtifacts(runtime.directory);
   const store = plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.writable : undefined;
@@ -110,10 +105,7 @@ export async function bootSandbox(
     memoryMiB: plan.memoryMiB,
     mounts: options.mounts.map((mount) => ({ path: mount.path, access: mountAccess(mount.fileSystem) })),
     network: plan.network !== undefined,
-    ...(plan.network !== undefined && process.env.NODE_EXTRA_CA_CERTS
-      ? { extraCaCerts: process.env.NODE_EXTRA_CA_CERTS }
-      : {}),
-    ...(consoleOutput === undefined ? {} : { consoleOutput }),
+    settings,
   };
   // Claimed before the first await, so two boots started in the same tick
   // cannot both take the store.

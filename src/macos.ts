@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ADDON_FILE, detectPlatformKey, findPlatformDirectory, HELPER_FILE, type PlatformSearch } from "./artifacts.js";
 import { codedError, ErrorCodes } from "./errors.js";
+import { platformDirectoryOverride } from "./settings.js";
 
 export const SETUP_MACOS_COMMAND = "npx @torkbot/sandbox setup-macos";
 export const HYPERVISOR_ENTITLEMENT = "com.apple.security.hypervisor";
@@ -136,7 +137,7 @@ export function processSetupMacosEnvironment(resolve: (specifier: string) => str
     // which platform package is looked for, nothing else.
     platformKey: process.env.SANDBOX_TEST_PLATFORM || detectPlatformKey(),
     search: {
-      overrideDirectory: process.env.SANDBOX_PLATFORM_DIR || undefined,
+      overrideDirectory: platformDirectoryOverride(),
       packageVersion: ownVersion(),
       resolve,
     },

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { ADDON_FILE, detectPlatformKey, findPlatformDirectory, type PlatformSearch } from "./artifacts.js";
 import { codedError, ErrorCodes } from "./errors.js";
 import { assertMacosSetup, ownVersion, readEntitlements, type EntitlementsReader } from "./macos.js";
+import { platformDirectoryOverride } from "./settings.js";
 
 /** The protocol version this TypeScript speaks; the addon reports its own. */
 export const NATIVE_PROTOCOL = 1;
@@ -45,7 +46,7 @@ export function nativeRuntime(): NativeRuntime {
     platform: process.platform,
     search: {
       platformKey: detectPlatformKey(),
-      overrideDirectory: process.env.SANDBOX_PLATFORM_DIR || undefined,
+      overrideDirectory: platformDirectoryOverride(),
       packageVersion: ownVersion(),
       // Resolved from this file, so only the copy of the platform package
       // this @torkbot/sandbox can see is used (never one of another project).

@@ -38,6 +38,13 @@ type Spec struct {
 	// Console receives everything the guest writes to its console. It is
 	// written from one goroutine; it must not block for long.
 	Console io.Writer
+
+	// Env is the VMM process's whole environment ("KEY=value"): the one of
+	// the boot() call, never this process's own (see Command). Nil: empty.
+	Env []string
+	// TempDir is where the engine may create temporary files and sockets
+	// ($TMPDIR of the boot() call).
+	TempDir string
 }
 
 // Disk is the guest's root block device: an image file the VMM opens

@@ -70,7 +70,7 @@ func run(kernel, initrd, image, mode string) error {
 	default:
 		return fmt.Errorf("unknown -mode %q (want ro or overlay)", mode)
 	}
-	engine, err := qemu.New(ctx, qemu.Options{Accel: os.Getenv("SANDBOX_ACCEL")}, kernel, initrd)
+	engine, err := qemu.New(ctx, qemu.Options{Accel: os.Getenv("SANDBOX_ACCEL"), Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		return err
 	}

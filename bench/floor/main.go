@@ -37,7 +37,7 @@ func main() {
 
 func run(kernel, initrd, image string, boots, execs int) error {
 	ctx := context.Background()
-	engine, err := qemu.New(ctx, qemu.Options{Accel: os.Getenv("SANDBOX_ACCEL")}, kernel, initrd)
+	engine, err := qemu.New(ctx, qemu.Options{Accel: os.Getenv("SANDBOX_ACCEL"), Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		return err
 	}

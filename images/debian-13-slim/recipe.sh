@@ -30,6 +30,13 @@ need_version() {
   dpkg --compare-versions "$have" ge "$min" && return 0
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --only-upgrade "$pkg" >&2 || true
   have=$(dpkg-query -W -f '${Version}' "$pkg")
+  # Stale lists may not know the update yet: refresh them once, as root
+  # (the rule of scripts/lib-apt.sh), and try again.
+  if ! dpkg --compare-versions "$have" ge "$min" && ((EUID == 0)); then
+    apt-get update -q >&2 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --only-upgrade "$pkg" >&2 || true
+    have=$(dpkg-query -W -f '${Version}' "$pkg")
+  fi
   dpkg --compare-versions "$have" ge "$min" ||
     die "$pkg $have is too old to bootstrap $SUITE (need >= $min, from bookworm's point releases): apt-get update && apt-get install $pkg"
 }

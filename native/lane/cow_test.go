@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,12 +23,12 @@ func bootCOW(t *testing.T, store *memstore.Store) *lane.Lane {
 	t.Helper()
 	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
-	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	engine, err := qemu.New(context.Background(), qemu.Options{Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := lane.Boot(context.Background(), lane.Config{
-		Engine: engine, Kernel: kernel, Initrd: initrd,
+		Engine: engine, Kernel: kernel, Initrd: initrd, Env: os.Environ(), TempDir: t.TempDir(),
 		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2"},
 		RootStore:   store,
 		CPUs:        1,

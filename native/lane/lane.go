@@ -119,6 +119,10 @@ type Config struct {
 	// Log receives what the host-side services report about guest requests
 	// they could not serve (e.g. a filesystem call that failed with no errno).
 	Log io.Writer
+	// Env is the VMM process's environment and TempDir where the engine
+	// keeps temporary files: those of the boot() call (vmm.Spec).
+	Env     []string
+	TempDir string
 	// ModuleGroups are kernel module groups (kernel/modules.list) to load
 	// besides those the lane's features need; for tests and benchmarks
 	// that use more of the guest kernel.
@@ -219,6 +223,8 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		MemoryMiB: cfg.MemoryMiB,
 		RootDisk:  cfg.RootDisk,
 		Console:   console,
+		Env:       cfg.Env,
+		TempDir:   cfg.TempDir,
 	}
 	var (
 		stack   *netpolicy.Stack

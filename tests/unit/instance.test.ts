@@ -13,6 +13,7 @@ import { NativeSandboxInstance } from "../../src/instance.js";
 import { fs, network, rootfs, type SandboxInstance } from "../../src/index.js";
 import type { NativeEventHandler } from "../../src/native.js";
 import { PAUSE_THRESHOLD_BYTES } from "../../src/output-stream.js";
+import { readSettings } from "../../src/settings.js";
 import { codedFailure, FakeNativeAddon } from "./fake-native-addon.js";
 
 const encoder = new TextEncoder();
@@ -259,24 +260,12 @@ describe("boot request", () => {
     ({ rootfs: rootfs.builtIn("debian:13-slim"), cpus: 2, memoryMiB: 1024, network: undefined, ...overrides });
 
   /** Runs `f` with NODE_EXTRA_CA_CERTS set to `value` (or unset), restoring it after. */
-  async function withExtraCACerts<T>(value: string | undefined, f: () => Promise<T>): Promise<T> {
-    const saved = process.env.NODE_EXTRA_CA_CERTS;
-    if (value === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
-    else process.env.NODE_EXTRA_CA_CERTS = value;
-    try {
-      return await f();
-    } finally {
-      if (saved === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
-      else process.env.NODE_EXTRA_CA_CERTS = saved;
-    }
-  }
-
-  test("carries artifacts, base identity, resources, mounts, network, upstream CAs and console output", async () => {
+  test("carries artifacts, base identity, resources, mounts, network and the settings", async () => {
     const directory = platformDirectory(debian);
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
     const options = checkBootOptions({ mounts: { "/workspace/": fs.virtual(fs.memory()), "/mnt": fs.virtual(fs.memory()) }, cwd: "/workspace" });
-    const lane = await withExtraCACerts("/tmp/extra-ca.pem", () =>
-      bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, "/tmp/console.log"));
+    const settings = readSettings({ NODE_EXTRA_CA_CERTS: "/tmp/extra-ca.pem", SANDBOX_CONSOLE_OUTPUT: "/tmp/console.log", HOME: "/h" });
+    const lane = await bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, settings);
     assert.deepEqual(addon.callsOf("boot")[0], {
       kernel: join(directory, "artifacts/kernel/vmlinux"),
       initrd: join(directory, "artifacts/kernel/initrd.cpio"),
@@ -290,22 +279,19 @@ describe("boot request", () => {
       memoryMiB: 1024,
       mounts: [{ path: "/mnt", access: "posix" }, { path: "/workspace", access: "posix" }],
       network: true,
-      extraCaCerts: "/tmp/extra-ca.pem",
-      consoleOutput: "/tmp/console.log",
+      settings,
     });
     await lane.exec("pwd");
     assert.deepEqual(addon.callsOf("exec")[0]?.cwd, "/workspace");
     assert.deepEqual(addon.callsOf("exec")[0]?.id, 7);
   });
 
-  test("no network policy means no NIC and no upstream CAs; no console output unless asked", async () => {
+  test("no network policy means no NIC; no console output unless asked", async () => {
     const addon = new FakeNativeAddon();
-    await withExtraCACerts("/tmp/extra-ca.pem", () =>
-      bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), undefined));
+    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), readSettings({ HOME: "/h" }));
     const request = addon.callsOf("boot")[0] ?? {};
     assert.equal(request.network, false);
-    assert.equal("extraCaCerts" in request, false);
-    assert.equal("consoleOutput" in request, false);
+    assert.equal((request.settings as { consoleOutput?: unknown }).consoleOutput, "");
     assert.deepEqual(request.mounts, []);
   });
 

@@ -6,8 +6,6 @@ package engines
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 
@@ -16,7 +14,10 @@ import (
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
 
-// Settings are the user's engine choices, normally from the environment.
+// Settings are the user's engine choices and the environment of the boot()
+// call they were read from (docs/settings.md). Nothing here reads this
+// process's environment: inside Node it is the copy taken when the addon
+// loaded, and the caller passes the one of the moment.
 type Settings struct {
 	Engine string // SANDBOX_ENGINE: "", "qemu" or "krun"
 	Accel  string // SANDBOX_ACCEL: "", "tcg", "kvm" or "hvf"
@@ -27,20 +28,27 @@ type Settings struct {
 	// KrunLibrary is SANDBOX_LIBKRUN: the libkrun library to load, or "" for
 	// the system's libkrun.so.1 / libkrun.dylib.
 	KrunLibrary string
-	// ProbeCacheDir keeps accelerator probe verdicts across processes.
+	// ProbeCacheDir keeps accelerator probe verdicts across processes
+	// (SANDBOX_CACHE_DIR).
 	ProbeCacheDir string
+	// Path is $PATH: where QEMU and sandbox-krun are looked for.
+	Path string
+	// Env is the whole environment ("KEY=value") the engines' probe
+	// processes get.
+	Env []string
+	// TempDir is $TMPDIR, for the probes' temporary files.
+	TempDir string
 }
 
-// SettingsFromEnv reads Settings from the process environment.
-func SettingsFromEnv() Settings {
-	s := Settings{
-		Engine: os.Getenv("SANDBOX_ENGINE"), Accel: os.Getenv("SANDBOX_ACCEL"), QEMU: os.Getenv("SANDBOX_QEMU"),
-		KrunHelper: os.Getenv("SANDBOX_KRUN_HELPER"), KrunLibrary: os.Getenv("SANDBOX_LIBKRUN"),
-	}
-	if dir, err := os.UserCacheDir(); err == nil {
-		s.ProbeCacheDir = filepath.Join(dir, "torkbot-sandbox")
-	}
-	return s
+// selection is what an engine is set up for: the settings that pick and
+// find it (not the environment its probes ran with) and the guest it probed.
+type selection struct {
+	engine, accel, qemu, krunHelper, krunLibrary, probeCacheDir, path string
+	kernel, initrd                                                    string
+}
+
+func selectionOf(s Settings, kernel, initrd string) selection {
+	return selection{s.Engine, s.Accel, s.QEMU, s.KrunHelper, s.KrunLibrary, s.ProbeCacheDir, s.Path, kernel, initrd}
 }
 
 // Selected is an engine and the accelerator its machines run with.
@@ -68,11 +76,6 @@ type Selector struct {
 	chosen map[selection]Selected
 }
 
-type selection struct {
-	settings       Settings
-	kernel, initrd string
-}
-
 // Select returns the engine for settings, set up for kernel and initrd.
 func (s *Selector) Select(ctx context.Context, settings Settings, kernel, initrd string) (Selected, error) {
 	switch settings.Engine {
@@ -80,7 +83,7 @@ func (s *Selector) Select(ctx context.Context, settings Settings, kernel, initrd
 	default:
 		return Selected{}, fmt.Errorf("SANDBOX_ENGINE=%q is not an engine (want krun or qemu)", settings.Engine)
 	}
-	key := selection{settings, kernel, initrd}
+	key := selectionOf(settings, kernel, initrd)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.chosen[key]; ok {
@@ -123,7 +126,10 @@ func (s *Selector) krun(ctx context.Context, settings Settings, kernel, initrd s
 	if newKrun == nil {
 		newKrun = func(ctx context.Context, opts krun.Options) (vmm.Engine, error) { return krun.New(ctx, opts) }
 	}
-	e, err := newKrun(ctx, krun.Options{Helper: settings.KrunHelper, Library: settings.KrunLibrary, Kernel: kernel, Initrd: initrd, ProbeCacheDir: settings.ProbeCacheDir})
+	e, err := newKrun(ctx, krun.Options{
+		Helper: settings.KrunHelper, Library: settings.KrunLibrary, Kernel: kernel, Initrd: initrd,
+		ProbeCacheDir: settings.ProbeCacheDir, Path: settings.Path, Env: settings.Env, TempDir: settings.TempDir,
+	})
 	if err != nil {
 		return Selected{}, err
 	}
@@ -145,7 +151,10 @@ func (s *Selector) qemu(ctx context.Context, settings Settings, kernel, initrd s
 			return e, e.Accel(), nil
 		}
 	}
-	e, accel, err := newQEMU(ctx, qemu.Options{Binary: settings.QEMU, Accel: settings.Accel, ProbeCacheDir: settings.ProbeCacheDir}, kernel, initrd)
+	e, accel, err := newQEMU(ctx, qemu.Options{
+		Binary: settings.QEMU, Accel: settings.Accel, ProbeCacheDir: settings.ProbeCacheDir,
+		Path: settings.Path, Env: settings.Env,
+	}, kernel, initrd)
 	if err != nil {
 		return Selected{}, err
 	}

@@ -1,12 +1,14 @@
 package engines_test
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
-
-	"context"
 
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/engines"
@@ -160,5 +162,63 @@ func TestSelectBranches(t *testing.T) {
 				t.Errorf("selected %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestSelectUsesCallersEnvironment: QEMU is looked up on the PATH the
+// settings carry (the boot() call's), never this process's; the
+// environment and temp dir reach the engines' probes; and an engine set up
+// for one PATH is not reused for another.
+func TestSelectUsesCallersEnvironment(t *testing.T) {
+	withQEMU := t.TempDir()
+	if err := os.WriteFile(filepath.Join(withQEMU, "qemu-system-x86_64"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOARCH == "amd64" {
+		var s engines.Selector
+		sel, err := s.Select(t.Context(), engines.Settings{Accel: "tcg", Path: "/nonexistent:" + withQEMU}, "/k", "/i")
+		if err != nil || sel.Name() != "qemu" {
+			t.Errorf("QEMU on the settings' PATH: %v", err)
+		}
+		_, err = s.Select(t.Context(), engines.Settings{Accel: "tcg", Path: t.TempDir()}, "/k", "/i")
+		if !errors.Is(err, qemu.ErrNotInstalled) || !strings.Contains(err.Error(), "is not on PATH") {
+			t.Errorf("no QEMU on the settings' PATH: %v", err)
+		}
+	}
+
+	var gotKrun krun.Options
+	var gotQEMU qemu.Options
+	qemuCalls := 0
+	s := engines.Selector{
+		NewKrun: func(_ context.Context, opts krun.Options) (vmm.Engine, error) {
+			gotKrun = opts
+			return nil, errors.New("krun: libkrun cannot run VMs here")
+		},
+		NewQEMU: func(_ context.Context, opts qemu.Options, _, _ string) (vmm.Engine, string, error) {
+			gotQEMU = opts
+			qemuCalls++
+			return fakeEngine("qemu"), "tcg", nil
+		},
+	}
+	settings := engines.Settings{Path: "/p", Env: []string{"A=1", "PATH=/p"}, TempDir: "/t", ProbeCacheDir: "/c"}
+	if _, err := s.Select(t.Context(), settings, "/k", "/i"); err != nil {
+		t.Fatal(err)
+	}
+	if gotKrun.Path != "/p" || gotKrun.TempDir != "/t" || gotKrun.ProbeCacheDir != "/c" || !slices.Equal(gotKrun.Env, settings.Env) {
+		t.Errorf("libkrun's options %+v lack the settings' environment", gotKrun)
+	}
+	if gotQEMU.Path != "/p" || gotQEMU.ProbeCacheDir != "/c" || !slices.Equal(gotQEMU.Env, settings.Env) {
+		t.Errorf("QEMU's options %+v lack the settings' environment", gotQEMU)
+	}
+	// Another environment alone: the engine is kept. Another PATH: set up again.
+	settings.Env = []string{"B=2"}
+	s.Select(t.Context(), settings, "/k", "/i")
+	if qemuCalls != 1 {
+		t.Errorf("QEMU set up %d times for one PATH", qemuCalls)
+	}
+	settings.Path = "/q"
+	s.Select(t.Context(), settings, "/k", "/i")
+	if qemuCalls != 2 {
+		t.Errorf("another PATH reused the engine found on the first")
 	}
 }

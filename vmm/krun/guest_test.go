@@ -29,7 +29,7 @@ import (
 // modules and sandbox-init, with the transports QEMU offers.
 
 func qemuEngine(t *testing.T, kernel, initrd string) *qemu.Engine {
-	e, err := qemu.New(context.Background(), qemu.Options{}, kernel, initrd)
+	e, err := qemu.New(context.Background(), qemu.Options{Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
 	if err != nil {
 		t.Skipf("QEMU engine unavailable: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestGuestPaths(t *testing.T) {
 		files[name] = string(b)
 	}
 	l, err := lane.Boot(context.Background(), lane.Config{
-		Engine: engine, Kernel: kernel, Initrd: initrd,
+		Engine: engine, Kernel: kernel, Initrd: initrd, Env: os.Environ(), TempDir: t.TempDir(),
 		RootDisk:    vmm.Disk{Path: filepath.Join(dir, "images/debian-13-slim.qcow2"), Format: "qcow2", ReadOnly: true},
 		CPUs:        1,
 		MemoryMiB:   256,
@@ -165,6 +165,8 @@ func TestRootOverNBDChannel(t *testing.T) {
 		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
 		Channels: []vmm.Channel{{Name: "control", Conn: controlVM}, {Name: "disk", Conn: diskVM}},
 		Console:  &console,
+		Env:      os.Environ(),
+		TempDir:  t.TempDir(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -72,6 +71,12 @@ type Options struct {
 	// ProbeCacheDir keeps the test boot's verdict across processes
 	// (vmm.ProbeCache); "" keeps it for this process only.
 	ProbeCacheDir string
+	// Path is the $PATH FindHelper looks in last.
+	Path string
+	// Env is the environment of the helper's probe runs (vmm.Command).
+	Env []string
+	// TempDir holds the test boot's socket directory.
+	TempDir string
 }
 
 // Engine starts libkrun machines.
@@ -86,12 +91,12 @@ var _ vmm.Engine = (*Engine)(nil)
 // every symbol the helper calls and that the hypervisor is usable. Its
 // errors wrap ErrHelperNotFound or ErrUnavailable and say what to do.
 func New(ctx context.Context, opts Options) (*Engine, error) {
-	helper, err := FindHelper(opts.Helper, opts.Kernel)
+	helper, err := FindHelper(opts.Helper, opts.Kernel, opts.Path)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{helper: helper, library: opts.Library}
-	if err := e.probe(ctx); err != nil {
+	if err := e.probe(ctx, opts.Env); err != nil {
 		return nil, err
 	}
 	if opts.Kernel != "" && opts.Initrd != "" {
@@ -120,7 +125,7 @@ func (e *Engine) cachedBootProbe(ctx context.Context, opts Options) error {
 			return fmt.Errorf("%w: %s (the verdict of an earlier test boot, kept in %s)", ErrUnavailable, reason, where)
 		}
 	}
-	err := e.bootProbe(ctx, opts.Kernel, opts.Initrd)
+	err := e.bootProbe(ctx, opts)
 	switch {
 	case err == nil:
 		cache.Store(key, "ok")
@@ -134,8 +139,8 @@ func (e *Engine) cachedBootProbe(ctx context.Context, opts Options) error {
 // FindHelper returns the helper to run: explicit when set, else the one the
 // platform package ships (two levels above the kernel:
 // <package>/artifacts/kernel/vmlinux → <package>/sandbox-krun), else
-// sandbox-krun on PATH.
-func FindHelper(explicit, kernel string) (string, error) {
+// sandbox-krun on path (a $PATH value).
+func FindHelper(explicit, kernel, path string) (string, error) {
 	if explicit != "" {
 		if _, err := os.Stat(explicit); err != nil {
 			return "", fmt.Errorf("%w: %v (SANDBOX_KRUN_HELPER)", ErrHelperNotFound, err)
@@ -148,7 +153,7 @@ func FindHelper(explicit, kernel string) (string, error) {
 			return filepath.Clean(p), nil
 		}
 	}
-	if p, err := exec.LookPath(HelperName); err == nil {
+	if p, err := vmm.LookPath(HelperName, path); err == nil {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w: it ships in the platform package beside sandbox.node (reinstall the package, or build it with scripts/build.sh), or set SANDBOX_KRUN_HELPER to its path", ErrHelperNotFound)
@@ -160,14 +165,14 @@ const probeTimeout = 10 * time.Second
 
 // probe runs `sandbox-krun probe`, which loads libkrun, resolves its symbols
 // and checks the hypervisor, and prints "ok" or one line naming the problem.
-func (e *Engine) probe(ctx context.Context) error {
+func (e *Engine) probe(ctx context.Context, env []string) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	args := []string{"probe"}
 	if e.library != "" {
 		args = append(args, "-library", e.library)
 	}
-	cmd := exec.CommandContext(ctx, e.helper, args...)
+	cmd := vmm.CommandContext(ctx, env, e.helper, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -193,23 +198,23 @@ const (
 	bootProbeCmdline = "console=ttyS0 loglevel=7 panic=-1 reboot=k 8250.nr_uarts=1 pci=off"
 )
 
-// bootProbe runs the helper on kernel and initrd with no devices but the
-// console, and kills it once the marker shows.
-func (e *Engine) bootProbe(ctx context.Context, kernel, initrd string) error {
-	dir, err := os.MkdirTemp("", "krun")
+// bootProbe runs the helper on opts.Kernel and opts.Initrd with no devices
+// but the console, and kills it once the marker shows.
+func (e *Engine) bootProbe(ctx context.Context, opts Options) error {
+	dir, err := socketDir(opts.TempDir)
 	if err != nil {
-		return fmt.Errorf("krun: socket directory: %w", err)
+		return err
 	}
 	defer os.RemoveAll(dir)
 	cfg, err := json.Marshal(HelperConfig{
 		Version: HelperConfigVersion, Library: e.library,
-		Kernel: kernel, Initrd: initrd, Cmdline: bootProbeCmdline,
+		Kernel: opts.Kernel, Initrd: opts.Initrd, Cmdline: bootProbeCmdline,
 		CPUs: 1, MemoryMiB: 128, NICFD: -1, StatusFD: -1, ParentFD: -1, SocketDir: dir,
 	})
 	if err != nil {
 		panic(err) // plain data
 	}
-	cmd := exec.Command(e.helper, "run")
+	cmd := vmm.Command(opts.Env, e.helper, "run")
 	cmd.Stdin = bytes.NewReader(cfg)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -319,10 +324,10 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	// the helper has exited (libkrun ends the helper with exit(), so the
 	// helper cannot clean up itself). Short: macOS caps socket paths at
 	// 104 bytes.
-	dir, err := os.MkdirTemp("", "krun")
+	dir, err := socketDir(spec.TempDir)
 	if err != nil {
 		closeFiles()
-		return nil, fmt.Errorf("krun: socket directory: %w", err)
+		return nil, err
 	}
 	cfg.SocketDir = dir
 	fail := func(err error) (vmm.Machine, error) {
@@ -352,7 +357,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		panic(err) // plain data
 	}
 
-	cmd := exec.Command(e.helper, "run")
+	cmd := vmm.Command(spec.Env, e.helper, "run")
 	cmd.Stdin = bytes.NewReader(config)
 	cmd.ExtraFiles = files
 	// Pipes rather than StdoutPipe: the console reader must see EOF only
@@ -395,6 +400,19 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return nil, err
 	}
 	return m, nil
+}
+
+// socketDir makes a private directory for the helper's sockets in tempDir
+// ($TMPDIR of the boot() call; never this process's own, which may be stale).
+func socketDir(tempDir string) (string, error) {
+	if tempDir == "" {
+		return "", errors.New("krun: no temporary directory given for the helper's sockets")
+	}
+	dir, err := os.MkdirTemp(tempDir, "krun")
+	if err != nil {
+		return "", fmt.Errorf("krun: socket directory in %s (TMPDIR): %w", tempDir, err)
+	}
+	return dir, nil
 }
 
 // awaitStatus reads the helper's status line.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"sync"
 	"time"
 
@@ -20,23 +19,28 @@ const kvmProbeTimeout = 4 * time.Second
 // over to the initrd's /init: the probe's proof that the guest booted.
 const kvmBootMarker = "Run /init as init process"
 
-// chooseAccel answers whether KVM can boot this kernel here: /dev/kvm must
-// open, and a real boot of the kernel with -accel kvm must reach /init
-// within kvmProbeTimeout. Otherwise TCG. The verdict is kept per process and,
-// when cacheDir is set, on disk (vmm.ProbeCache).
-func chooseAccel(ctx context.Context, binary, kernel, initrd, cacheDir string) string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+// chooseAccel answers whether KVM can boot this kernel here: the KVM
+// device (opts.KVM, /dev/kvm) must open, and a real boot of the kernel with
+// -accel kvm must reach /init within kvmProbeTimeout. Otherwise TCG. The
+// verdict is kept per process and, when opts.ProbeCacheDir is set, on disk
+// (vmm.ProbeCache).
+func chooseAccel(ctx context.Context, binary, kernel, initrd string, opts Options) string {
+	dev := opts.KVM
+	if dev == "" {
+		dev = "/dev/kvm"
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return AccelTCG
 	}
 	f.Close()
-	cache := vmm.ProbeCache{Dir: cacheDir, Kind: "accel"}
+	cache := vmm.ProbeCache{Dir: opts.ProbeCacheDir, Kind: "accel"}
 	key := cache.Key(binary, kernel, initrd)
 	if v, ok := cache.Load(key); ok && (v == AccelKVM || v == AccelTCG) {
 		return v
 	}
 	accel := AccelTCG
-	if kvmBoots(ctx, binary, kernel, initrd) {
+	if kvmBoots(ctx, binary, kernel, initrd, opts.Env) {
 		accel = AccelKVM
 	}
 	if ctx.Err() == nil {
@@ -45,10 +49,10 @@ func chooseAccel(ctx context.Context, binary, kernel, initrd, cacheDir string) s
 	return accel
 }
 
-func kvmBoots(ctx context.Context, binary, kernel, initrd string) bool {
+func kvmBoots(ctx context.Context, binary, kernel, initrd string, env []string) bool {
 	ctx, cancel := context.WithTimeout(ctx, kvmProbeTimeout)
 	defer cancel()
-	cmd := exec.Command(binary,
+	cmd := vmm.Command(env, binary,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-accel", "kvm", "-cpu", "host", "-M", "microvm", "-m", "128", "-smp", "1",
 		"-kernel", kernel, "-initrd", initrd,

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 
@@ -40,6 +39,12 @@ type Options struct {
 	Accel string
 	// ProbeCacheDir keeps the probe's verdict across processes; empty: no cache.
 	ProbeCacheDir string
+	// Path is the $PATH Binary is looked up in when empty.
+	Path string
+	// Env is the environment of the KVM probe's QEMU (vmm.Command).
+	Env []string
+	// KVM is the KVM device the probe opens; empty means /dev/kvm.
+	KVM string
 }
 
 // ErrNotInstalled reports that no QEMU system emulator was found.
@@ -48,7 +53,7 @@ var ErrNotInstalled = errors.New("qemu: system emulator not found")
 // New finds QEMU and settles the accelerator. kernel and initrd are what the
 // KVM probe boots (the same ones real guests use).
 func New(ctx context.Context, opts Options, kernel, initrd string) (*Engine, error) {
-	binary, err := findBinary(opts.Binary)
+	binary, err := findBinary(opts.Binary, opts.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +65,7 @@ func New(ctx context.Context, opts Options, kernel, initrd string) (*Engine, err
 			return nil, fmt.Errorf("qemu: accelerator %q needs macOS; use tcg or kvm on %s", accel, runtime.GOOS)
 		}
 	case "":
-		accel = chooseAccel(ctx, binary, kernel, initrd, opts.ProbeCacheDir)
+		accel = chooseAccel(ctx, binary, kernel, initrd, opts)
 	default:
 		return nil, fmt.Errorf("qemu: unknown accelerator %q (want tcg, kvm or hvf)", accel)
 	}
@@ -82,7 +87,7 @@ func qemuArch() (string, error) {
 	}
 }
 
-func findBinary(explicit string) (string, error) {
+func findBinary(explicit, pathList string) (string, error) {
 	if explicit != "" {
 		if _, err := os.Stat(explicit); err != nil {
 			return "", fmt.Errorf("%w: %v", ErrNotInstalled, err)
@@ -94,7 +99,7 @@ func findBinary(explicit string) (string, error) {
 		return "", err
 	}
 	name := "qemu-system-" + arch
-	path, err := exec.LookPath(name)
+	path, err := vmm.LookPath(name, pathList)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s is not on PATH; install it (Debian/Ubuntu: apt-get install qemu-system-x86; Fedora: dnf install qemu-system-x86-core; Arch: pacman -S qemu-base) or set SANDBOX_QEMU to its path", ErrNotInstalled, name)
 	}
@@ -181,7 +186,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(e.binary, e.args(spec)...)
+	cmd := vmm.Command(spec.Env, e.binary, e.args(spec)...)
 	cmd.Stdin = nil // /dev/null
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -111,17 +111,18 @@ func TestHostTSCKHz(t *testing.T) {
 
 // TestProbe runs the real KVM probe against the built guest kernel: it must
 // settle within its bound whatever KVM does here, and its verdict must be
-// reused from the disk cache.
+// reused from the disk cache. The KVM device's presence is injected for the
+// cache and no-device cases, so they are tested whatever this host has.
 func TestProbe(t *testing.T) {
 	artifacts := vmmtest.Artifacts(t)
 	kernel, initrd := filepath.Join(artifacts, "kernel/vmlinux"), filepath.Join(artifacts, "kernel/initrd.cpio")
-	binary, err := findBinary("")
+	binary, err := findBinary("", os.Getenv("PATH"))
 	if err != nil {
 		t.Skip(err)
 	}
-	cache := t.TempDir()
+	opts := Options{ProbeCacheDir: t.TempDir(), Env: os.Environ()}
 	start := time.Now()
-	accel := chooseAccel(t.Context(), binary, kernel, initrd, cache)
+	accel := chooseAccel(t.Context(), binary, kernel, initrd, opts)
 	if took := time.Since(start); took > kvmProbeTimeout+2*time.Second {
 		t.Errorf("probe took %v", took)
 	}
@@ -130,16 +131,24 @@ func TestProbe(t *testing.T) {
 	}
 	t.Logf("probe chose %s in %v", accel, time.Since(start))
 
-	// Flip the cached verdict: a fresh process (no memo) must believe the disk.
-	pc := vmm.ProbeCache{Dir: cache, Kind: "accel"}
+	// Flip the cached verdict: with a KVM device present (a file that
+	// opens read-write stands for it), a fresh process (no memo) must
+	// believe the disk rather than probe.
+	pc := vmm.ProbeCache{Dir: opts.ProbeCacheDir, Kind: "accel"}
 	key := pc.Key(binary, kernel, initrd)
 	flipped := map[string]string{AccelTCG: AccelKVM, AccelKVM: AccelTCG}[accel]
-	os.WriteFile(filepath.Join(cache, "accel-"+key), []byte(flipped+"\n"), 0o644)
+	os.WriteFile(filepath.Join(opts.ProbeCacheDir, "accel-"+key), []byte(flipped+"\n"), 0o644)
 	pc.Forget(key)
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return // without /dev/kvm the probe never consults the cache
+	opts.KVM = filepath.Join(t.TempDir(), "kvm")
+	if err := os.WriteFile(opts.KVM, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if got := chooseAccel(t.Context(), binary, kernel, initrd, cache); got != flipped {
+	if got := chooseAccel(t.Context(), binary, kernel, initrd, opts); got != flipped {
 		t.Errorf("cached verdict %q ignored: got %q", flipped, got)
+	}
+	// No KVM device: TCG, whatever the cache says.
+	opts.KVM = filepath.Join(t.TempDir(), "absent")
+	if got := chooseAccel(t.Context(), binary, kernel, initrd, opts); got != AccelTCG {
+		t.Errorf("without a KVM device: %q, want tcg", got)
 	}
 }

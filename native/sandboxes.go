@@ -140,6 +140,9 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		Network:          policy,
 		Mounts:           mounts,
 		Log:              os.Stderr,
+		// As in 0.6.0, a built-in root under a network policy is writable,
+		// its changes thrown away at close.
+		EphemeralRoot: req.Network && req.RootDisk.ReadOnly,
 	})
 	if err != nil {
 		if events != nil {

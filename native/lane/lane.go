@@ -6,6 +6,7 @@
 package lane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,6 +103,14 @@ type Config struct {
 	// RootDisk.ReadOnly is false. The guest then mounts its root
 	// read-write, and Close persists it (see Lane.Close).
 	RootStore blockstore.Store
+	// EphemeralRoot gives a read-only RootDisk (no RootStore) a writable
+	// copy-on-write view whose changes live in host memory and are dropped
+	// at Close, as 0.6.0 gave a built-in root under a network policy.
+	// EphemeralRootBytes bounds those changes (DefaultEphemeralRootBytes
+	// when 0); rootdisk.go says what the guest sees past it.
+	EphemeralRoot      bool
+	EphemeralRootBytes int64
+
 	CPUs      int
 	MemoryMiB int
 	// ConsoleOutput, when set, is a file that also receives the guest console.
@@ -249,7 +258,11 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	// The root disk is served over NBD from the host (blockstore), so every
 	// engine reaches it the same way and a COW store can sit in between.
-	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore)
+	var ephemeralBytes int64
+	if cfg.EphemeralRoot {
+		ephemeralBytes = cmp.Or(cfg.EphemeralRootBytes, DefaultEphemeralRootBytes)
+	}
+	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore, ephemeralBytes)
 	if err != nil {
 		closeAll(nicHost, spec.NIC)
 		return fail(err)
@@ -263,7 +276,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		closeAll(nicHost, spec.NIC)
 		return fail(fmt.Errorf("create root disk channel: %w", err))
 	}
-	spec.RootDisk = vmm.Disk{ReadOnly: cfg.RootDisk.ReadOnly, NBD: rootGuest}
+	spec.RootDisk = vmm.Disk{ReadOnly: root.cow == nil, NBD: rootGuest}
 	// Host ends of the mounts' channels, in cfg.Mounts order.
 	mountHosts := make([]*os.File, 0, len(cfg.Mounts))
 	closeMounts := func() {
@@ -476,7 +489,11 @@ func (l *Lane) Close(ctx context.Context) error {
 		// A VMM that died meanwhile (killed, crashed) breaks the session in
 		// more ways than ErrSessionLost; that is not a failed shutdown but
 		// the VMM's exit, which persist reports.
-		if serr != nil && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
+		// On an ephemeral root, init failing its read-only remount (after
+		// the guest filled the bound and ext4 aborted its journal) loses
+		// nothing: the root is thrown away.
+		ephemeralOnly := l.root.ephemeral && errors.As(serr, new(*control.GuestError))
+		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {

@@ -27,7 +27,7 @@ import (
 )
 
 // ErrClosed is returned by calls on a lane that is closing or closed.
-var ErrClosed = errors.New("sandbox is closed")
+var ErrClosed = errors.New("sandbox control is closed") // 0.6.0's text
 
 // ExitedError reports that the VMM exited while the lane was in use (or
 // while it booted), with how it exited and what the guest said last.

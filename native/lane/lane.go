@@ -37,8 +37,10 @@ type ExitedError struct {
 	ConsoleTail string
 }
 
+// Error starts with 0.6.0's words for its host process dying ("sandbox-host
+// exited"): the VMM process is what plays that part here.
 func (e *ExitedError) Error() string {
-	return fmt.Sprintf("sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
+	return fmt.Sprintf("sandbox-host exited: the sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
 }
 
 // BootError reports a guest whose init gave up while booting, with its reason

@@ -28,7 +28,7 @@ export function checkBootOptions(options: unknown): CheckedBootOptions {
   if (typeof options !== "object" || options === null) throw invalidBootOptions("options must be an object");
   const { mounts, cwd } = options as { mounts?: unknown; cwd?: unknown };
   if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/") || cwd.includes("\0"))) {
-    throw invalidBootOptions(`cwd must be an absolute path without NUL, got ${JSON.stringify(cwd)}`);
+    throw invalidBootOptions(`cwd must be absolute (a path without NUL), got ${JSON.stringify(cwd)}`);
   }
   return { mounts: checkMounts(mounts), cwd };
 }

@@ -71,9 +71,9 @@ describe("boot options", () => {
 
   test("cwd must be an absolute path", () => {
     assert.equal(checkBootOptions({ cwd: "/workspace" }).cwd, "/workspace");
-    rejects({ cwd: "workspace" }, /cwd must be an absolute path/);
-    rejects({ cwd: 42 }, /cwd must be an absolute path/);
-    rejects({ cwd: "/a\0" }, /cwd must be an absolute path/);
+    rejects({ cwd: "workspace" }, /^invalid sandbox boot options: cwd must be absolute/);
+    rejects({ cwd: 42 }, /^invalid sandbox boot options: cwd must be absolute/);
+    rejects({ cwd: "/a\0" }, /^invalid sandbox boot options: cwd must be absolute/);
     rejects("/workspace", /options must be an object/);
   });
 

@@ -6,7 +6,6 @@
 package lane
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,10 +107,9 @@ type Config struct {
 	// EphemeralRoot gives a read-only RootDisk (no RootStore) a writable
 	// copy-on-write view whose changes live in host memory and are dropped
 	// at Close, as 0.6.0 gave a built-in root under a network policy.
-	// EphemeralRootBytes bounds those changes (DefaultEphemeralRootBytes
-	// when 0); rootdisk.go says what the guest sees past it.
-	EphemeralRoot      bool
-	EphemeralRootBytes int64
+	// ephemeralRootBytes bounds those changes; rootdisk.go says what the
+	// guest sees past it.
+	EphemeralRoot bool
 
 	CPUs      int
 	MemoryMiB int
@@ -260,11 +258,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	// The root disk is served over NBD from the host (blockstore), so every
 	// engine reaches it the same way and a COW store can sit in between.
-	var ephemeralBytes int64
-	if cfg.EphemeralRoot {
-		ephemeralBytes = cmp.Or(cfg.EphemeralRootBytes, DefaultEphemeralRootBytes)
-	}
-	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore, ephemeralBytes)
+	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore, cfg.EphemeralRoot)
 	if err != nil {
 		closeAll(nicHost, spec.NIC)
 		return fail(err)

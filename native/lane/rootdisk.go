@@ -25,7 +25,7 @@ import (
 // largest single write() a store receives.
 const cowMaxDirtyBytes = blockstore.DefaultMaxDirtyBytes
 
-// DefaultEphemeralRootBytes bounds the blocks an ephemeral root (a built-in
+// ephemeralRootBytes bounds the blocks an ephemeral root (a built-in
 // image under a network policy, see Config.EphemeralRoot) holds in host
 // memory once the guest flushed them; the guest's unflushed writes add at
 // most cowMaxDirtyBytes. So one such sandbox costs the host at most
@@ -34,7 +34,7 @@ const cowMaxDirtyBytes = blockstore.DefaultMaxDirtyBytes
 // changes. Past it the guest's writes and flushes fail with EIO (never
 // ENOSPC: QEMU's default is to pause the VM on ENOSPC), and ext4 reports
 // the I/O errors and aborts its journal, leaving the root read-only.
-const DefaultEphemeralRootBytes = 256 << 20
+const ephemeralRootBytes = 256 << 20
 
 // ephemeralBlockSize is the ext4 block size of the built-in images: no
 // read-modify-write of larger blocks for a 4 KiB change.
@@ -70,10 +70,10 @@ type rootDisk struct {
 }
 
 // openRoot decodes the image d names. With a store (d.ReadOnly false) it
-// also opens the COW device, which lists the store's blocks. A read-only
-// image with ephemeralBytes > 0 gets a COW device over a ramstore of that
-// bound instead.
-func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store, ephemeralBytes int64) (*rootDisk, error) {
+// also opens the COW device, which lists the store's blocks. An ephemeral
+// root (a read-only image without a store) gets a COW device over a
+// ramstore of ephemeralRootBytes instead.
+func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store, ephemeral bool) (*rootDisk, error) {
 	if d.Format != "qcow2" {
 		return nil, fmt.Errorf("root disk %s: format %q is not served (want qcow2)", d.Path, d.Format)
 	}
@@ -98,9 +98,9 @@ func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store, ephemeral
 		return nil, fmt.Errorf("root disk %s: %w", d.Path, err)
 	}
 	r := &rootDisk{file: f, image: img}
-	if ephemeralBytes > 0 && store == nil {
+	if ephemeral && store == nil {
 		// Reading a ramstore is a copy: a clean cache would only double it.
-		r.cow, err = blockstore.Open(ctx, img, img.Size(), ramstore.New(ephemeralBlockSize, ephemeralBytes),
+		r.cow, err = blockstore.Open(ctx, img, img.Size(), ramstore.New(ephemeralBlockSize, ephemeralRootBytes),
 			blockstore.Options{MaxDirtyBytes: cowMaxDirtyBytes, MaxCleanBytes: -1})
 		if err != nil {
 			f.Close()

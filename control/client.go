@@ -142,7 +142,7 @@ func (c *Client) Run(ctx context.Context, cmd Command, sink OutputSink) (int, er
 	defer stream.Close()
 	defer cancelOnDone(ctx, stream)()
 
-	req := &wire.Exec{Command: cmd.Name, Args: cmd.Args, Cwd: cmd.Dir, Env: cmd.Env}
+	req := &wire.Exec{Command: cmd.Name, Args: cmd.Args, Cwd: cmd.Dir, Env: cmd.Env, SignalNote: cmd.SignalNote}
 	if err := wire.WriteMessage(stream, req); err != nil {
 		return -1, c.streamError(ctx, op, err)
 	}
@@ -155,6 +155,9 @@ func (c *Client) Run(ctx context.Context, cmd Command, sink OutputSink) (int, er
 		case *wire.Started:
 			if !first {
 				return -1, fmt.Errorf("control: %s: %w: started after other messages", op, ErrProtocol)
+			}
+			if cmd.Started != nil {
+				cmd.Started()
 			}
 		case *wire.Stdout:
 			sink(Stdout, m.Data)

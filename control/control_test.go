@@ -54,6 +54,10 @@ type guest struct {
 	served  chan error // Serve's result
 }
 
+// baseEnv stands for init's environment, what sandbox-init passes as
+// Server.Env.
+var baseEnv = map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "TERM": "linux"}
+
 var bootTimeline = []control.BootEvent{{Name: "init", At: 800 * time.Millisecond}, {Name: "ready", At: time.Second}}
 
 // start connects a Client to a Server running controltest.Handler.
@@ -61,7 +65,7 @@ func start(t *testing.T) (*control.Client, *guest) {
 	t.Helper()
 	hostConn, guestConn := socketPair(t)
 	g := &guest{handler: &controltest.Handler{}, conn: guestConn, served: make(chan error, 1)}
-	srv := &control.Server{Handler: g.handler, KernelRelease: "6.1.0-test", Boot: bootTimeline}
+	srv := &control.Server{Handler: g.handler, Env: baseEnv, KernelRelease: "6.1.0-test", Boot: bootTimeline}
 	go func() { g.served <- srv.Serve(context.Background(), guestConn) }()
 	c, err := control.NewClient(hostConn)
 	if err != nil {
@@ -203,8 +207,14 @@ func TestRun(t *testing.T) {
 		{name: "success", cmd: sh("echo hi"), wantCode: 0, wantStdout: "hi\n"},
 		{name: "exit status", cmd: sh("exit 3"), wantCode: 3},
 		{name: "signal", cmd: sh("kill -9 $$"), wantCode: 128 + 9},
+		{name: "signal note", cmd: control.Command{Name: "/bin/sh", Args: []string{"-c", "printf oops >&2; kill -15 $$"}, SignalNote: true},
+			wantCode: 128 + 15, wantStderr: "oops\nkilled by signal 15\n"},
+		{name: "signal note after a newline", cmd: control.Command{Name: "/bin/sh", Args: []string{"-c", "kill -9 $$"}, SignalNote: true},
+			wantCode: 128 + 9, wantStderr: "killed by signal 9\n"},
+		{name: "no signal note on exit 137", cmd: control.Command{Name: "/bin/sh", Args: []string{"-c", "exit 137"}, SignalNote: true},
+			wantCode: 137},
 		{name: "args", cmd: control.Command{Name: "echo", Args: []string{"a b", "c"}}, wantStdout: "a b c\n"},
-		{name: "default env", cmd: sh(`echo "$HOME $LANG $PATH"`), wantStdout: "/root C.UTF-8 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"},
+		{name: "base env", cmd: sh(`echo "$HOME $TERM $PATH"`), wantStdout: "/ linux /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"},
 		{name: "env merged", cmd: control.Command{Name: "/bin/sh", Args: []string{"-c", `echo "$HOME $FOO"`}, Env: map[string]string{"FOO": "bar", "HOME": "/home/x"}}, wantStdout: "/home/x bar\n"},
 		{name: "default cwd", cmd: sh("pwd"), wantStdout: "/\n"},
 		{name: "cwd", cmd: control.Command{Name: "pwd", Dir: "/tmp"}, wantStdout: "/tmp\n"},
@@ -250,6 +260,26 @@ func TestRunInvalidCommand(t *testing.T) {
 	// The session is still usable.
 	if code, err := c.Run(context.Background(), sh("exit 0"), nil); code != 0 || err != nil {
 		t.Errorf("Run after invalid commands = %d, %v", code, err)
+	}
+}
+
+// TestRunStarted: Command.Started runs once the guest reports the command
+// running, before its output, and never for a command that cannot start.
+func TestRunStarted(t *testing.T) {
+	c, _ := startReady(t)
+	var events []string
+	cmd := sh("echo out")
+	cmd.Started = func() { events = append(events, "started") }
+	if code, err := c.Run(context.Background(), cmd, func(fd control.FD, b []byte) { events = append(events, string(b)) }); code != 0 || err != nil {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+	if !slices.Equal(events, []string{"started", "out\n"}) {
+		t.Errorf("events %q, want started then the output", events)
+	}
+	events = nil
+	cmd = control.Command{Name: "no-such-command", Started: func() { events = append(events, "started") }}
+	if code, err := c.Run(context.Background(), cmd, nil); code != 127 || err != nil || len(events) != 0 {
+		t.Errorf("Run of a missing command = %d, %v, events %q: want 127 and no start", code, err, events)
 	}
 }
 

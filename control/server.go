@@ -45,8 +45,9 @@ type Process interface {
 	Stdout() *os.File
 	Stderr() *os.File
 	// Wait blocks until the process has exited and returns its exit
-	// status, or 128+N when signal N killed it.
-	Wait() int
+	// status, or 128+N and N when signal N killed it (signal is 0
+	// otherwise).
+	Wait() (exitCode, signal int)
 	// Kill sends SIGKILL to the process group. It may be called at any
 	// time, concurrently with Wait, and more than once.
 	Kill()
@@ -71,6 +72,10 @@ const (
 type Server struct {
 	// Handler serves the operations. Required.
 	Handler Handler
+	// Env is the environment every command starts from; each request's
+	// variables are merged over it. sandbox-init passes its own, so that
+	// commands see init's environment plus the call's, as in 0.6.0.
+	Env map[string]string
 	// KernelRelease and Boot are reported in the hello reply.
 	KernelRelease string
 	Boot          []BootEvent
@@ -182,7 +187,7 @@ func (st *serverSession) hello(ctx context.Context, w *messageWriter, m *wire.He
 }
 
 func (st *serverSession) exec(w *messageWriter, req *wire.Exec) {
-	cmd := Command{Name: req.Command, Args: req.Args, Dir: req.Cwd, Env: mergeEnv(req.Env)}
+	cmd := Command{Name: req.Command, Args: req.Args, Dir: req.Cwd, Env: mergeEnv(st.srv.Env, req.Env), SignalNote: req.SignalNote}
 	proc, err := st.srv.Handler.Start(cmd)
 	if err != nil {
 		reason := fmt.Sprintf("sandbox: cannot start %q: %v\n", cmd.Name, err)
@@ -213,25 +218,39 @@ func (st *serverSession) exec(w *messageWriter, req *wire.Exec) {
 	w.write(&wire.Started{Pid: proc.Pid()})
 	exited := make(chan struct{})
 	var pumps sync.WaitGroup
-	pumps.Go(func() { pump(pipes[0], w, Stdout, exited, cancel) })
-	pumps.Go(func() { pump(pipes[1], w, Stderr, exited, cancel) })
+	stderrLast := -1 // the last byte forwarded on stderr (-1: none), read after pumps.Wait
+	pumps.Go(func() { pump(pipes[0], w, Stdout, exited, cancel, nil) })
+	pumps.Go(func() { pump(pipes[1], w, Stderr, exited, cancel, &stderrLast) })
 	pumpsDone := make(chan struct{})
 	go func() {
 		pumps.Wait()
 		close(pumpsDone)
 	}()
-	exitCode := make(chan int, 1)
-	go func() { exitCode <- proc.Wait() }()
+	type status struct{ code, signal int }
+	exitStatus := make(chan status, 1)
+	go func() {
+		code, signal := proc.Wait()
+		exitStatus <- status{code, signal}
+	}()
 
 	select {
-	case code := <-exitCode:
+	case st := <-exitStatus:
 		close(exited)
 		for _, p := range pipes {
 			p.SetReadDeadline(time.Now().Add(outputGrace))
 		}
 		select {
 		case <-pumpsDone:
-			w.write(&wire.Exit{ExitCode: code})
+			if req.SignalNote && st.signal != 0 {
+				note := fmt.Sprintf("killed by signal %d\n", st.signal)
+				if stderrLast >= 0 && stderrLast != '\n' {
+					note = "\n" + note
+				}
+				if !w.write(&wire.Stderr{Data: []byte(note)}) {
+					return
+				}
+			}
+			w.write(&wire.Exit{ExitCode: st.code})
 		case <-canceled:
 			closeAll(pipes)
 			<-pumpsDone
@@ -249,8 +268,9 @@ func (st *serverSession) exec(w *messageWriter, req *wire.Exec) {
 // closed, or until a write fails (then it calls cancel). Once exited is
 // closed the pipe holds what the command left plus whatever background
 // processes that outlive it write: pump then stops when the pipe stays
-// empty for outputGrace or after maxOutputAfterExit more bytes.
-func pump(pipe *os.File, w *messageWriter, fd FD, exited <-chan struct{}, cancel func()) {
+// empty for outputGrace or after maxOutputAfterExit more bytes. last, if
+// set, receives the last byte forwarded.
+func pump(pipe *os.File, w *messageWriter, fd FD, exited <-chan struct{}, cancel func(), last *int) {
 	buf := make([]byte, wire.MaxChunkPayload)
 	budget := -1 // bytes still forwarded after exit; -1 until exit
 	for {
@@ -271,6 +291,9 @@ func pump(pipe *os.File, w *messageWriter, fd FD, exited <-chan struct{}, cancel
 			if !w.write(m) {
 				cancel()
 				return
+			}
+			if last != nil {
+				*last = int(buf[n-1])
 			}
 		}
 		if err != nil {

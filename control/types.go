@@ -14,23 +14,24 @@ type Command struct {
 	Args []string
 	// Dir is the working directory; empty means "/".
 	Dir string
-	// Env is merged over DefaultEnv. On the guest side (Handler.Start) it is
-	// the complete, merged environment.
+	// Env is merged over the guest's base environment (Server.Env). On the
+	// guest side (Handler.Start) it is the complete, merged environment.
 	Env map[string]string
+	// SignalNote: when signal N kills the command, the guest appends
+	// "killed by signal N" to its stderr, on a line of its own, as 0.6.0's
+	// exec did.
+	SignalNote bool
+	// Started, on the host side only, is called by Client.Run when the
+	// guest reports the command running, before any of its output; never
+	// when it could not start.
+	Started func()
 }
 
-// DefaultEnv returns the environment every command starts from; the
-// request's variables are merged over it.
-func DefaultEnv() map[string]string {
-	return map[string]string{
-		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME": "/root",
-		"LANG": "C.UTF-8",
+func mergeEnv(base, env map[string]string) map[string]string {
+	merged := maps.Clone(base)
+	if merged == nil {
+		merged = map[string]string{}
 	}
-}
-
-func mergeEnv(env map[string]string) map[string]string {
-	merged := DefaultEnv()
 	maps.Copy(merged, env)
 	return merged
 }

@@ -18,6 +18,9 @@ const (
 	codeUnsupported    = "ERR_SANDBOX_UNSUPPORTED"
 	codeBlockStore     = "ERR_SANDBOX_BLOCK_STORE"
 	codeInternal       = "ERR_SANDBOX"
+
+	// exec() output past maxExecOutput: the command was killed.
+	codeExecOutputLimit = "ERR_SANDBOX_EXEC_OUTPUT_LIMIT"
 )
 
 func jsError(err error) error {

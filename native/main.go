@@ -6,7 +6,8 @@
 //	      handler kept until close: "fs"/"fs-abort" (jsfs.go), "policy"
 //	      (jspolicy.go), "block-list/read/write/flush" (jsstore.go)
 //	exec  {id, command, args, cwd, env} → {exitCode, stdout, stderr}
-//	spawn {id, command, args, cwd, env}, handler("stdout"|"stderr", chunk) → {exitCode}
+//	spawn {id, command, args, cwd, env}, handler("started" once running, then
+//	      "stdout"|"stderr", chunk) → {exitCode}
 //	close {id} → {}
 //
 // Errors reach JS with a stable `code` (see codes.go).

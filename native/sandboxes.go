@@ -132,6 +132,9 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		Network:          policy,
 		Mounts:           mounts,
 		Log:              os.Stderr,
+		// As in 0.6.0, a built-in root under a network policy is writable,
+		// its changes thrown away at close.
+		EphemeralRoot: req.Network && req.RootDisk.ReadOnly,
 	})
 	if err != nil {
 		if events != nil {
@@ -168,19 +171,43 @@ type execResponse struct {
 	Stderr   string `json:"stderr"`
 }
 
+// maxExecOutput bounds what one exec() holds: its result is the whole
+// output, so a command printing without end would take the host's memory.
+// 64 MiB of stdout and stderr together is far beyond what a command whose
+// output is read as one string prints; past it the command is killed and
+// exec() rejects with codeExecOutputLimit, pointing to spawn().
+const maxExecOutput = 64 << 20
+
 func execute(ctx context.Context, _ *napi.Request, req commandRequest) (execResponse, error) {
 	s, err := lookup(req.ID)
 	if err != nil {
 		return execResponse{}, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code, err := s.lane.Run(ctx, req.command(), func(fd control.FD, chunk []byte) {
+	overLimit := false
+	cmd := req.command()
+	cmd.SignalNote = true // as 0.6.0's exec
+	code, err := s.lane.Run(ctx, cmd, func(fd control.FD, chunk []byte) {
+		if overLimit {
+			return
+		}
+		if stdout.Len()+stderr.Len()+len(chunk) > maxExecOutput {
+			overLimit = true
+			cancel() // the guest kills the command's process group
+			return
+		}
 		if fd == control.Stdout {
 			stdout.Write(chunk)
 		} else {
 			stderr.Write(chunk)
 		}
 	})
+	if overLimit {
+		return execResponse{}, &napi.Error{Code: codeExecOutputLimit, Message: fmt.Sprintf(
+			"sandbox exec output exceeded %d MiB (stdout and stderr together): the command was killed; use spawn() to stream large output", maxExecOutput>>20)}
+	}
 	if err != nil {
 		return execResponse{}, err
 	}
@@ -200,7 +227,15 @@ func spawn(ctx context.Context, r *napi.Request, req commandRequest) (spawnRespo
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var deliverErr error
-	code, err := s.lane.Run(ctx, req.command(), func(fd control.FD, chunk []byte) {
+	cmd := req.command()
+	// spawn() resolves once the process runs, as in 0.6.0.
+	cmd.Started = func() {
+		if _, err := r.Call(ctx, "started", nil); err != nil {
+			deliverErr = err
+			cancel()
+		}
+	}
+	code, err := s.lane.Run(ctx, cmd, func(fd control.FD, chunk []byte) {
 		if deliverErr != nil {
 			return
 		}

@@ -163,6 +163,7 @@ func (p *initProcess) run() error {
 	p.mark("ready")
 	srv := &control.Server{
 		Handler:       handler{Runner: runner.New(r), init: p},
+		Env:           commandEnv(os.Environ()),
 		KernelRelease: kernelRelease,
 		Boot:          p.boot,
 		Log:           p.log,
@@ -195,6 +196,23 @@ func (p *initProcess) fatal(err error) {
 		p.log.logf("warning: %v", err)
 	}
 	powerOff(p.log)
+}
+
+// defaultPath is the PATH commands get when the kernel gave init none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// commandEnv is the environment every command starts from: init's own, as
+// the kernel handed it (HOME=/ and TERM=linux), as 0.6.0 gave, plus
+// defaultPath when it has no PATH (0.6.0 looked names up in libc's default
+// path; with a PATH, programs the command starts find theirs too).
+func commandEnv(environ []string) map[string]string {
+	env := map[string]string{"PATH": defaultPath}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			env[k] = v
+		}
+	}
+	return env
 }
 
 // handler serves the host's operations: commands through the runner,

@@ -120,12 +120,13 @@ function notInstalledError(platformKey: string, version: string | undefined): Er
       : "";
     return codedError(
       ErrorCodes.notInstalled,
-      `@torkbot/sandbox does not support this platform (detected ${platformKey}); supported: ${SUPPORTED_PLATFORMS.join(", ")}.${rosetta}`,
+      `unsupported native sandbox target: ${platformKey}: @torkbot/sandbox does not support this platform; supported: ${SUPPORTED_PLATFORMS.join(", ")}.${rosetta}`,
     );
   }
   return codedError(
     ErrorCodes.notInstalled,
     [
+      `missing ${packageName} artifact ${ADDON_FILE}; reinstall @torkbot/sandbox for ${platformKey}.`,
       `The package "${packageName}" could not be found, and it is needed to boot sandboxes on this platform (detected ${platformKey}).`,
       `Install it: npm install ${packageName}${version === undefined ? "" : `@${version}`}`,
       `It is an optional dependency of @torkbot/sandbox, so likely causes are:`,

@@ -123,5 +123,5 @@ export async function bootSandbox(
     // No id to close with: the store stays claimed, as a VM may be running on it.
     throw protocolViolation("boot", response, "{ id }");
   }
-  return new NativeSandboxInstance(runtime.addon, id, options.cwd ?? "/", release);
+  return new NativeSandboxInstance(runtime.addon, id, options.cwd, release);
 }

@@ -48,6 +48,7 @@ export function invalidSandboxOptions(reason: string): Error {
   return new Error(`invalid sandbox options: ${reason}`);
 }
 
+/** 0.6.0's text for any call on a closed (or closing) instance. */
 export function sandboxClosed(): CodedError {
-  return codedError(ErrorCodes.closed, "sandbox is closed");
+  return codedError(ErrorCodes.closed, "sandbox control is closed");
 }

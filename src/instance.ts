@@ -2,7 +2,9 @@
 //
 // Lifecycle: usable until close() is called. From then on (including while
 // the close is in flight) every call rejects with ERR_SANDBOX_CLOSED
-// ("sandbox is closed"); close() itself always returns the same promise.
+// ("sandbox control is closed", 0.6.0's text). The first close() reports
+// how closing went; every later call resolves once it has settled, as in
+// 0.6.0, where a second close() after a failed one resolved.
 // If a native call reports ERR_SANDBOX_VMM_EXITED, the VM is gone: later
 // exec/spawn calls reject with that same error until close().
 
@@ -25,9 +27,10 @@ export interface SandboxExecResult {
 }
 
 /**
- * A running process. `stdout`/`stderr` yield raw chunks; see output-stream.ts
- * for when reading them (or not) pauses the process. `exit` settles whether
- * or not the streams are read.
+ * A running process. `stdout`/`stderr` yield raw chunks and can be iterated
+ * again; see output-stream.ts for when reading them (or not) pauses the
+ * process and how much unread output is kept. `exit` settles whether or not
+ * the streams are read.
  */
 export interface SandboxProcess {
   readonly stdout: AsyncIterable<Uint8Array>;
@@ -36,8 +39,13 @@ export interface SandboxProcess {
 }
 
 export interface SandboxInstance {
-  /** Runs to completion. 127: the command could not start; 128+N: killed by signal N. */
+  /**
+   * Runs to completion. 127: the command could not start; 128+N: killed by
+   * signal N, with "killed by signal N" appended to stderr. Output past
+   * 64 MiB kills the command and rejects (ERR_SANDBOX_EXEC_OUTPUT_LIMIT).
+   */
   exec(command: string, args?: readonly string[], options?: SandboxExecOptions): Promise<SandboxExecResult>;
+  /** Resolves once the process has started (or, when it could not start, with its exit 127). */
   spawn(command: string, args?: readonly string[], options?: SandboxSpawnOptions): Promise<SandboxProcess>;
   /** Stops the VM (on a COW root: syncs and flushes the store first). Idempotent. */
   close(): Promise<void>;
@@ -47,14 +55,15 @@ export interface SandboxInstance {
 export class NativeSandboxInstance implements SandboxInstance {
   readonly #addon: NativeAddon;
   readonly #id: number;
-  readonly #defaultCwd: string;
+  readonly #defaultCwd: string | undefined;
   #closing: Promise<void> | undefined;
   /** The native error that reported the VM dead. */
   #vmmExit: Error | undefined;
   /** Runs once close() settled: the native side has let the VM go by then. */
   readonly #onClosed: (() => void) | undefined;
 
-  constructor(addon: NativeAddon, id: number, defaultCwd: string, onClosed?: () => void) {
+  /** `defaultCwd` is the boot's `cwd`, if it had one. */
+  constructor(addon: NativeAddon, id: number, defaultCwd: string | undefined, onClosed?: () => void) {
     this.#addon = addon;
     this.#id = id;
     this.#defaultCwd = defaultCwd;
@@ -73,9 +82,14 @@ export class NativeSandboxInstance implements SandboxInstance {
 
   async spawn(command: string, args: readonly string[] = [], options: SandboxSpawnOptions = {}): Promise<SandboxProcess> {
     const request = this.#request("spawn", command, args, options);
-    const stdout = new OutputStream();
-    const stderr = new OutputStream();
+    const stdout = new OutputStream("stdout");
+    const stderr = new OutputStream("stderr");
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
     const deliver: NativeEventHandler = (event, payload) => {
+      if (event === "started") return started();
       if (event === "stdout") return stdout.push(payload);
       if (event === "stderr") return stderr.push(payload);
       return undefined; // events added by later protocol versions
@@ -98,11 +112,16 @@ export class NativeSandboxInstance implements SandboxInstance {
         stderr.fail(error);
       },
     );
+    // As in 0.6.0: resolved once the process runs, or at its exit when it
+    // never started (127, the reason on stderr); rejected when it was lost
+    // before it started.
+    await Promise.race([running, exit]);
     return { stdout, stderr, exit };
   }
 
   close(): Promise<void> {
-    this.#closing ??= callNative(this.#addon, "close", { id: this.#id })
+    if (this.#closing !== undefined) return this.#closing.then(settledAnyway, settledAnyway);
+    this.#closing = callNative(this.#addon, "close", { id: this.#id })
       .then(() => undefined)
       .finally(() => this.#onClosed?.());
     return this.#closing;
@@ -127,3 +146,5 @@ export class NativeSandboxInstance implements SandboxInstance {
     }
   }
 }
+
+function settledAnyway(): void {}

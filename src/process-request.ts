@@ -1,8 +1,16 @@
 // Checks the arguments of exec()/spawn() and turns them into the native
-// request. Working directory: the call's `cwd`, else the boot `cwd`, else "/".
+// request, with 0.6.0's semantics:
+//  - the environment is the guest init's plus the call's `env`;
+//  - without a working directory (no call `cwd`, no boot `cwd`) the command
+//    runs as is, from "/";
+//  - with one, it runs as 0.6.0 ran it: `/bin/sh -lc 'cd "$SANDBOX_EXEC_CWD"
+//    && exec "$@"'`, with SANDBOX_EXEC_CWD and PWD set to it. So a login
+//    profile is read (/etc/profile: PATH and the rest), a relative `cwd`
+//    resolves against "/", and a `cwd` that does not exist fails as the
+//    shell's `cd` does (exit 2, its message on stderr).
 
 export interface SandboxExecOptions {
-  /** Absolute guest path; defaults to the boot `cwd`, else "/". */
+  /** Working directory in the guest; defaults to the boot `cwd`. Relative: against "/". */
   readonly cwd?: string;
   /** Variables for the process, on top of the guest's base environment. */
   readonly env?: Record<string, string>;
@@ -18,10 +26,13 @@ export interface ProcessRequest {
   readonly env: Readonly<Record<string, string>>;
 }
 
+/** 0.6.0's `cd` then `exec`, in a login shell; "$@" is the command and its args. */
+const CD_THEN_EXEC = 'cd "$SANDBOX_EXEC_CWD" && exec "$@"';
+
 export function processRequest(
   method: "exec" | "spawn",
   id: number,
-  defaultCwd: string,
+  defaultCwd: string | undefined,
   command: unknown,
   args: unknown,
   options: unknown,
@@ -35,8 +46,8 @@ export function processRequest(
   }
   if (typeof options !== "object" || options === null) throw invalid("options must be an object");
   const { cwd, env } = options as { cwd?: unknown; env?: unknown };
-  if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/") || cwd.includes("\0"))) {
-    throw invalid("cwd must be an absolute path without NUL");
+  if (cwd !== undefined && (typeof cwd !== "string" || cwd.includes("\0"))) {
+    throw invalid("cwd must be a string without NUL");
   }
   if (env !== undefined && (typeof env !== "object" || env === null || Array.isArray(env))) {
     throw invalid("env must be an object of strings");
@@ -51,5 +62,13 @@ export function processRequest(
     }
     variables[name] = value;
   }
-  return { id, command, args: [...args], cwd: cwd ?? defaultCwd, env: variables };
+  const directory = cwd ?? defaultCwd;
+  if (directory === undefined) return { id, command, args: [...args], cwd: "/", env: variables };
+  return {
+    id,
+    command: "/bin/sh",
+    args: ["-lc", CD_THEN_EXEC, `sandbox-${method}`, command, ...args],
+    cwd: "/",
+    env: { ...variables, SANDBOX_EXEC_CWD: directory, PWD: directory },
+  };
 }

@@ -128,16 +128,16 @@ func (p *process) Stdout() *os.File { return p.stdout }
 func (p *process) Stderr() *os.File { return p.stderr }
 func (p *process) Kill()            { syscall.Kill(-p.p.Pid, syscall.SIGKILL) }
 
-func (p *process) Wait() int {
+func (p *process) Wait() (exitCode, signal int) {
 	state, err := p.p.Wait()
 	if err != nil {
-		return 255
+		return 255, 0
 	}
 	ws := state.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
-		return 128 + int(ws.Signal())
+		return 128 + int(ws.Signal()), int(ws.Signal())
 	}
-	return ws.ExitStatus()
+	return ws.ExitStatus(), 0
 }
 
 // lookPath finds name like a shell would, in the command's own PATH.

@@ -135,6 +135,9 @@ type Exec struct {
 	Args    []string          `json:"args"`
 	Cwd     string            `json:"cwd"`
 	Env     map[string]string `json:"env"`
+	// SignalNote asks the guest to end stderr with "killed by signal N"
+	// when signal N kills the command (0.6.0's exec did); omitted: false.
+	SignalNote bool `json:"signalNote,omitempty"`
 }
 
 // Shutdown asks the guest to stop all processes, sync and power off.

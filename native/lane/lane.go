@@ -26,7 +26,7 @@ import (
 )
 
 // ErrClosed is returned by calls on a lane that is closing or closed.
-var ErrClosed = errors.New("sandbox is closed")
+var ErrClosed = errors.New("sandbox control is closed") // 0.6.0's text
 
 // ExitedError reports that the VMM exited while the lane was in use (or
 // while it booted), with how it exited and what the guest said last.
@@ -36,8 +36,10 @@ type ExitedError struct {
 	ConsoleTail string
 }
 
+// Error starts with 0.6.0's words for its host process dying ("sandbox-host
+// exited"): the VMM process is what plays that part here.
 func (e *ExitedError) Error() string {
-	return fmt.Sprintf("sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
+	return fmt.Sprintf("sandbox-host exited: the sandbox VM exited unexpectedly (%s: %s); last guest console output:\n%s", e.Engine, e.Status, indent(e.ConsoleTail))
 }
 
 // BootError reports a guest whose init gave up while booting, with its reason
@@ -102,6 +104,13 @@ type Config struct {
 	// RootDisk.ReadOnly is false. The guest then mounts its root
 	// read-write, and Close persists it (see Lane.Close).
 	RootStore blockstore.Store
+	// EphemeralRoot gives a read-only RootDisk (no RootStore) a writable
+	// copy-on-write view whose changes live in host memory and are dropped
+	// at Close, as 0.6.0 gave a built-in root under a network policy.
+	// ephemeralRootBytes bounds those changes; rootdisk.go says what the
+	// guest sees past it.
+	EphemeralRoot bool
+
 	CPUs      int
 	MemoryMiB int
 	// ConsoleOutput, when set, is a file that also receives the guest console.
@@ -255,7 +264,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	// The root disk is served over NBD from the host (blockstore), so every
 	// engine reaches it the same way and a COW store can sit in between.
-	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore)
+	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore, cfg.EphemeralRoot)
 	if err != nil {
 		closeAll(nicHost, spec.NIC)
 		return fail(err)
@@ -269,7 +278,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		closeAll(nicHost, spec.NIC)
 		return fail(fmt.Errorf("create root disk channel: %w", err))
 	}
-	spec.RootDisk = vmm.Disk{ReadOnly: cfg.RootDisk.ReadOnly, NBD: rootGuest}
+	spec.RootDisk = vmm.Disk{ReadOnly: root.cow == nil, NBD: rootGuest}
 	// Host ends of the mounts' channels, in cfg.Mounts order.
 	mountHosts := make([]*os.File, 0, len(cfg.Mounts))
 	closeMounts := func() {
@@ -482,7 +491,11 @@ func (l *Lane) Close(ctx context.Context) error {
 		// A VMM that died meanwhile (killed, crashed) breaks the session in
 		// more ways than ErrSessionLost; that is not a failed shutdown but
 		// the VMM's exit, which persist reports.
-		if serr != nil && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
+		// On an ephemeral root, init failing its read-only remount (after
+		// the guest filled the bound and ext4 aborted its journal) loses
+		// nothing: the root is thrown away.
+		ephemeralOnly := l.root.ephemeral && errors.As(serr, new(*control.GuestError))
+		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {

@@ -2,14 +2,17 @@ package lane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
+	"github.com/torkbot/sandbox/blockstore/ramstore"
 	"github.com/torkbot/sandbox/vmm"
 )
 
@@ -21,6 +24,21 @@ import (
 // next to the guest's own memory (512 MiB by default), and is also the
 // largest single write() a store receives.
 const cowMaxDirtyBytes = blockstore.DefaultMaxDirtyBytes
+
+// ephemeralRootBytes bounds the blocks an ephemeral root (a built-in
+// image under a network policy, see Config.EphemeralRoot) holds in host
+// memory once the guest flushed them; the guest's unflushed writes add at
+// most cowMaxDirtyBytes. So one such sandbox costs the host at most
+// 256 + 64 = 320 MiB, however much its guest writes. 256 MiB is most of the
+// built-in image's own size (379 MiB) and more than a package install
+// changes. Past it the guest's writes and flushes fail with EIO (never
+// ENOSPC: QEMU's default is to pause the VM on ENOSPC), and ext4 reports
+// the I/O errors and aborts its journal, leaving the root read-only.
+const ephemeralRootBytes = 256 << 20
+
+// ephemeralBlockSize is the ext4 block size of the built-in images: no
+// read-modify-write of larger blocks for a 4 KiB change.
+const ephemeralBlockSize = 4096
 
 // StoreError reports that a COW root's block store failed, or answered
 // something invalid: when the disk opened (list()), or at the final flush of
@@ -47,11 +65,15 @@ type rootDisk struct {
 	file  *os.File
 	image *qcow2.Image
 	cow   *blockstore.Device // nil for a read-only root
+	// ephemeral: cow's store is a ramstore, dropped at close.
+	ephemeral bool
 }
 
 // openRoot decodes the image d names. With a store (d.ReadOnly false) it
-// also opens the COW device, which lists the store's blocks.
-func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store) (*rootDisk, error) {
+// also opens the COW device, which lists the store's blocks. An ephemeral
+// root (a read-only image without a store) gets a COW device over a
+// ramstore of ephemeralRootBytes instead.
+func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store, ephemeral bool) (*rootDisk, error) {
 	if d.Format != "qcow2" {
 		return nil, fmt.Errorf("root disk %s: format %q is not served (want qcow2)", d.Path, d.Format)
 	}
@@ -76,6 +98,16 @@ func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store) (*rootDis
 		return nil, fmt.Errorf("root disk %s: %w", d.Path, err)
 	}
 	r := &rootDisk{file: f, image: img}
+	if ephemeral && store == nil {
+		// Reading a ramstore is a copy: a clean cache would only double it.
+		r.cow, err = blockstore.Open(ctx, img, img.Size(), ramstore.New(ephemeralBlockSize, ephemeralRootBytes),
+			blockstore.Options{MaxDirtyBytes: cowMaxDirtyBytes, MaxCleanBytes: -1})
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open the ephemeral root disk: %w", err)
+		}
+		r.ephemeral = true
+	}
 	if store != nil {
 		// The device is exactly the base's size: writes past it are
 		// refused (the NBD export cannot grow either).
@@ -108,7 +140,18 @@ func serveRoot(ctx context.Context, conn *os.File, root *rootDisk, log io.Writer
 	}
 	opts := nbd.Options{Name: "root", ReadOnly: root.cow == nil}
 	if log != nil {
-		opts.Log = func(err error) { fmt.Fprintf(log, "sandbox: root disk I/O error: %v\n", err) }
+		// A guest that fills its ephemeral root fails every write from then
+		// on: say so once, not once per request.
+		var fullOnce sync.Once
+		opts.Log = func(err error) {
+			if errors.Is(err, ramstore.ErrFull) {
+				fullOnce.Do(func() {
+					fmt.Fprintf(log, "sandbox: the guest filled its ephemeral root; its writes fail with EIO from now on: %v\n", err)
+				})
+				return
+			}
+			fmt.Fprintf(log, "sandbox: root disk I/O error: %v\n", err)
+		}
 	}
 	if root.cow != nil {
 		return nbd.Serve(ctx, c, root.cow, opts)
@@ -126,7 +169,7 @@ func serveRoot(ctx context.Context, conn *os.File, root *rootDisk, log io.Writer
 //
 // Flush does not read the base image, so this may run after Close.
 func (r *rootDisk) persist(ctx context.Context, synced bool, cause error) error {
-	if r == nil || r.cow == nil {
+	if r == nil || r.cow == nil || r.ephemeral {
 		return nil
 	}
 	if !synced {

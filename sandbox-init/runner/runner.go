@@ -160,15 +160,15 @@ func (p *process) Stderr() *os.File { return p.stderr }
 // Kill kills the process group, whose id is the pid (setsid).
 func (p *process) Kill() { syscall.Kill(-p.pid, syscall.SIGKILL) }
 
-func (p *process) Wait() int {
-	return exitCode(<-p.exited)
+func (p *process) Wait() (exitCode, signal int) {
+	return exitStatus(<-p.exited)
 }
 
-// exitCode is the exit code a shell reports: the exit status, or 128+N
-// when signal N killed the process.
-func exitCode(status syscall.WaitStatus) int {
+// exitStatus is the exit code a shell reports: the exit status, or 128+N
+// and N when signal N killed the process.
+func exitStatus(status syscall.WaitStatus) (exitCode, signal int) {
 	if status.Signaled() {
-		return 128 + int(status.Signal())
+		return 128 + int(status.Signal()), int(status.Signal())
 	}
-	return status.ExitStatus()
+	return status.ExitStatus(), 0
 }

@@ -40,11 +40,15 @@ func run(t *testing.T, rn *runner.Runner, cmd control.Command) (code int, stdout
 	wg.Wait()
 	p.Stdout().Close()
 	p.Stderr().Close()
-	return p.Wait(), string(out), string(errOut)
+	code, _ = p.Wait()
+	return code, string(out), string(errOut)
 }
 
+// testEnv is a complete environment, as Server.Env merged with a request's.
+var testEnv = map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+
 func shell(script string) control.Command {
-	return control.Command{Name: "/bin/sh", Args: []string{"-c", script}, Env: control.DefaultEnv()}
+	return control.Command{Name: "/bin/sh", Args: []string{"-c", script}, Env: testEnv}
 }
 
 // writeScript writes an executable shell script into dir.
@@ -77,7 +81,7 @@ func TestStart(t *testing.T) {
 		{name: "relative path from the working directory", cmd: control.Command{Name: "./x.sh", Dir: dir}, wantStdout: "script\n"},
 		{name: "name found in the command's PATH", cmd: control.Command{Name: "x.sh", Env: map[string]string{"PATH": "/nonexistent:" + dir}}, wantStdout: "script\n"},
 		{name: "relative PATH entry", cmd: control.Command{Name: "x.sh", Dir: dir, Env: map[string]string{"PATH": "."}}, wantStdout: "script\n"},
-		{name: "argv[0] is the name", cmd: control.Command{Name: "sh", Args: []string{"-c", `echo "$0"`}, Env: control.DefaultEnv()}, wantStdout: "sh\n"},
+		{name: "argv[0] is the name", cmd: control.Command{Name: "sh", Args: []string{"-c", `echo "$0"`}, Env: testEnv}, wantStdout: "sh\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,7 +103,7 @@ func TestStartFailure(t *testing.T) {
 		cmd     control.Command
 		wantErr string
 	}{
-		{"not in PATH", control.Command{Name: "no-such-command", Env: control.DefaultEnv()}, "executable file not found in $PATH"},
+		{"not in PATH", control.Command{Name: "no-such-command", Env: testEnv}, "executable file not found in $PATH"},
 		{"no PATH", control.Command{Name: "sh"}, "executable file not found in $PATH"},
 		{"missing path", control.Command{Name: "/no/such/file"}, "no such file or directory"},
 		{"not executable", control.Command{Name: filepath.Join(dir, "noexec.sh")}, "permission denied"},
@@ -138,8 +142,8 @@ func TestKillKillsProcessGroup(t *testing.T) {
 		t.Fatalf("background pid %q: %v", line[:n], err)
 	}
 	p.Kill()
-	if code := p.Wait(); code != 128+9 {
-		t.Errorf("exit code = %d, want 137", code)
+	if code, signal := p.Wait(); code != 128+9 || signal != 9 {
+		t.Errorf("exit code = %d, signal %d, want 137 and 9", code, signal)
 	}
 	// The background sleep was in the group; once killed it is reaped by
 	// whatever init this test runs under, so only check that it is dying.
@@ -172,7 +176,10 @@ func TestManyFastExits(t *testing.T) {
 			p.Stdout().Close()
 			p.Stderr().Close()
 			done := make(chan int, 1)
-			go func() { done <- p.Wait() }()
+			go func() {
+				code, _ := p.Wait()
+				done <- code
+			}()
 			select {
 			case code := <-done:
 				if code != 0 {

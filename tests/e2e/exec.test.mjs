@@ -30,9 +30,26 @@ describe("exec and spawn in a booted sandbox", () => {
     assert.deepEqual(r, { exitCode: 0, stdout: "/etc hello there", stderr: "" });
   });
 
-  it("keeps PATH and HOME when env adds variables", async () => {
-    const r = await lane.exec("sh", ["-c", 'printf "%s|%s" "$HOME" "$PATH"'], { env: { X: "1" } });
-    assert.match(r.stdout, /^\/root\|.*\/usr\/bin/);
+  it("gives init's environment plus the call's, and in a cwd PWD, SANDBOX_EXEC_CWD and the login profile, as 0.6.0", async () => {
+    const r = await lane.exec("sh", ["-c", 'printf "%s|%s|%s|%s|%s|%s" "$HOME" "$TERM" "$X" "$PWD" "$SANDBOX_EXEC_CWD" "$PATH"'], { env: { X: "1" } });
+    // HOME=/ and TERM=linux are what the kernel hands init; PATH is /etc/profile's for root.
+    assert.equal(r.stdout, "/|linux|1|/tmp|/tmp|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  });
+
+  it("reads the login profile in a cwd, and runs the command as is without one", async () => {
+    const env = { PATH: "/custom:/usr/bin:/bin" };
+    // /etc/profile sets root's PATH over the one the call gave: it was read.
+    const inCwd = await lane.exec("sh", ["-c", 'printf "%s" "$PATH"'], { env });
+    assert.equal(inCwd.stdout, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    const bare = await defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim") }).boot();
+    try {
+      const r = await bare.exec("/bin/sh", ["-c", 'printf "%s|%s|%s" "$PATH" "$(pwd)" "${SANDBOX_EXEC_CWD-unset}"'], { env });
+      assert.equal(r.stdout, "/custom:/usr/bin:/bin|/|unset", "no cwd anywhere: no shell, no profile, from /");
+      const relative = await bare.exec("pwd", [], { cwd: "etc" });
+      assert.equal(relative.stdout, "/etc\n", "a relative cwd resolves against /");
+    } finally {
+      await bare.close();
+    }
   });
 
   it("reports the exit code", async () => {
@@ -46,15 +63,26 @@ describe("exec and spawn in a booted sandbox", () => {
     assert.match(r.stderr, /no-such-command-here/);
   });
 
-  it("gives 127 for a cwd that does not exist", async () => {
+  it("fails as 0.6.0's cd does for a cwd that does not exist", async () => {
     const r = await lane.exec("true", [], { cwd: "/does/not/exist" });
-    assert.equal(r.exitCode, 127);
-    assert.match(r.stderr, /\/does\/not\/exist/);
+    assert.equal(r.exitCode, 2);
+    assert.match(r.stderr, /can't cd to \/does\/not\/exist/);
   });
 
-  it("gives 128+N for a signal", async () => {
-    const r = await lane.exec("sh", ["-c", "kill -9 $$"]);
-    assert.equal(r.exitCode, 128 + 9);
+  it("gives 128+N for a signal, with `killed by signal N` appended to stderr", async () => {
+    const r = await lane.exec("sh", ["-c", "printf partial >&2; kill -9 $$"]);
+    assert.deepEqual(r, { exitCode: 128 + 9, stdout: "", stderr: "partial\nkilled by signal 9\n" });
+    const term = await lane.exec("sh", ["-c", "kill -TERM $$"], { cwd: "/" });
+    assert.deepEqual(term, { exitCode: 128 + 15, stdout: "", stderr: "killed by signal 15\n" });
+  });
+
+  it("kills a command whose exec output passes 64 MiB, and rejects saying so", async () => {
+    await assert.rejects(lane.exec("sh", ["-c", "yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; echo survived >&2"]), {
+      code: "ERR_SANDBOX_EXEC_OUTPUT_LIMIT",
+      message: /exceeded 64 MiB .* the command was killed; use spawn\(\)/,
+    });
+    const r = await lane.exec("sh", ["-c", "pgrep -x yes || echo gone"]);
+    assert.equal(r.stdout, "gone\n");
   });
 
   it("decodes output as UTF-8", async () => {
@@ -70,15 +98,20 @@ describe("exec and spawn in a booted sandbox", () => {
   });
 
   it("runs execs concurrently", async () => {
-    const started = Date.now();
+    // In a cwd each exec starts with a login shell, slow under emulation:
+    // compare with one exec measured now rather than with a fixed time.
+    let started = Date.now();
+    await lane.exec("sh", ["-c", "sleep 1"]);
+    const one = Date.now() - started;
+    started = Date.now();
     const [a, b] = await Promise.all([
       lane.exec("sh", ["-c", "sleep 1; echo a"]),
       lane.exec("sh", ["-c", "sleep 1; echo b"]),
     ]);
     assert.equal(a.stdout, "a\n");
     assert.equal(b.stdout, "b\n");
-    // Run one after the other they would take at least two seconds.
-    assert.ok(Date.now() - started < 1900, `took ${Date.now() - started} ms`);
+    // Run one after the other they would take one more second at least.
+    assert.ok(Date.now() - started < one + 900, `took ${Date.now() - started} ms, one took ${one} ms`);
   });
 
   it("streams spawn output in order as it is produced", async () => {
@@ -95,9 +128,35 @@ describe("exec and spawn in a booted sandbox", () => {
     assert.equal(stderr, "done\n");
   });
 
-  it("resolves spawn exit even when nobody reads the output", async () => {
-    const proc = await lane.spawn("sh", ["-c", "echo ignored; echo ignored >&2; exit 4"]);
+  it("resolves spawn exit even when nobody reads the output, past the 16 MiB kept unread", async () => {
+    const proc = await lane.spawn("sh", ["-c", "head -c 20000000 /dev/zero; echo ignored >&2; exit 4"]);
     assert.deepEqual(await proc.exit, { exitCode: 4 });
+    let kept = 0;
+    for await (const chunk of proc.stdout) kept += chunk.byteLength;
+    // Chunks are kept whole: the last one that fits may end short of 16 MiB.
+    assert.ok(kept <= 16 * 1024 * 1024 && kept > 16 * 1024 * 1024 - 65536, `kept ${kept} bytes: the first 16 MiB, the rest dropped`);
+  });
+
+  it("resolves spawn() once the process has started", async () => {
+    const proc = await lane.spawn("sh", ["-c", "echo $$ > /tmp/spawned; sleep 30"]);
+    // The process exists by the time spawn() resolved: it can be signalled.
+    const r = await lane.exec("sh", ["-c", "for i in $(seq 50); do [ -s /tmp/spawned ] && break; sleep 0.1; done; kill $(cat /tmp/spawned)"]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual(await proc.exit, { exitCode: 128 + 15 });
+  });
+
+  it("lets a spawn's streams be read again: break discards nothing", async () => {
+    const proc = await lane.spawn("sh", ["-c", "for i in 1 2 3 4; do echo line$i; sleep 0.2; done"]);
+    const decoder = new TextDecoder();
+    let first = "";
+    for await (const chunk of proc.stdout) {
+      first += decoder.decode(chunk);
+      break;
+    }
+    let rest = "";
+    for await (const chunk of proc.stdout) rest += decoder.decode(chunk);
+    assert.equal(first + rest, "line1\nline2\nline3\nline4\n");
+    assert.deepEqual(await proc.exit, { exitCode: 0 });
   });
 });
 

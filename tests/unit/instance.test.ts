@@ -17,9 +17,11 @@ import { readSettings } from "../../src/settings.js";
 import { codedFailure, FakeNativeAddon } from "./fake-native-addon.js";
 
 const encoder = new TextEncoder();
+const settledWithin = async (promise: Promise<unknown>, ms = 20) =>
+  Promise.race([promise.then(() => true, () => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms))]);
 const decoder = new TextDecoder();
 
-function instance(addon: FakeNativeAddon, cwd = "/"): SandboxInstance {
+function instance(addon: FakeNativeAddon, cwd?: string): SandboxInstance {
   return new NativeSandboxInstance(addon, 7, cwd);
 }
 
@@ -30,26 +32,35 @@ async function collect(stream: AsyncIterable<Uint8Array>): Promise<string> {
 }
 
 const isClosedError = (error: Error & { code?: string }) =>
-  error.code === "ERR_SANDBOX_CLOSED" && error.message === "sandbox is closed";
+  error.code === "ERR_SANDBOX_CLOSED" && error.message === "sandbox control is closed";
+
+/** The request 0.6.0's `cd` then `exec` makes of a command run in `cwd`. */
+const inCwd = (method: "exec" | "spawn", cwd: string, command: string, args: string[], env: Record<string, string> = {}) => ({
+  id: 7,
+  command: "/bin/sh",
+  args: ["-lc", 'cd "$SANDBOX_EXEC_CWD" && exec "$@"', `sandbox-${method}`, command, ...args],
+  cwd: "/",
+  env: { ...env, SANDBOX_EXEC_CWD: cwd, PWD: cwd },
+});
 
 describe("exec", () => {
-  test("sends id, command, args, cwd and env; returns the native result", async () => {
+  test("a cwd (the call's, else the boot's) runs the command as 0.6.0 did: cd, then exec, in a login shell", async () => {
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 3, stdout: "out", stderr: "err" }) });
     const lane = instance(addon, "/workspace");
     assert.deepEqual(await lane.exec("cat", ["hello.txt"]), { exitCode: 3, stdout: "out", stderr: "err" });
     await lane.exec("npm", ["test"], { cwd: "/srv", env: { CI: "1" } });
-    await lane.exec("true");
+    await lane.exec("ls", [], { cwd: "tmp" });
     assert.deepEqual(addon.callsOf("exec"), [
-      { id: 7, command: "cat", args: ["hello.txt"], cwd: "/workspace", env: {} },
-      { id: 7, command: "npm", args: ["test"], cwd: "/srv", env: { CI: "1" } },
-      { id: 7, command: "true", args: [], cwd: "/workspace", env: {} },
+      inCwd("exec", "/workspace", "cat", ["hello.txt"]),
+      inCwd("exec", "/srv", "npm", ["test"], { CI: "1" }),
+      inCwd("exec", "tmp", "ls", []), // relative: the shell starts in "/"
     ]);
   });
 
-  test("cwd defaults to / without a boot cwd", async () => {
+  test("without any cwd the command runs as is, from /, with only the call's env", async () => {
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
-    await instance(addon).exec("pwd");
-    assert.equal(addon.callsOf("exec")[0]?.cwd, "/");
+    await instance(addon).exec("pwd", ["-P"], { env: { A: "1" } });
+    assert.deepEqual(addon.callsOf("exec"), [{ id: 7, command: "pwd", args: ["-P"], cwd: "/", env: { A: "1" } }]);
   });
 
   test("bad arguments reject without reaching native code", async () => {
@@ -59,7 +70,7 @@ describe("exec", () => {
       [["", []], /command must be a non-empty string/],
       [["ls", "-l"], /args must be an array of strings/],
       [["ls", ["a\0b"]], /args must be an array of strings without NUL/],
-      [["ls", [], { cwd: "tmp" }], /cwd must be an absolute path/],
+      [["ls", [], { cwd: 3 }], /cwd must be a string without NUL/],
       [["ls", [], { env: { "A=B": "1" } }], /env name "A=B" must be non-empty, without "="/],
       [["ls", [], { env: { "": "1" } }], /env name "" must be non-empty/],
       [["ls", [], { env: { A: 1 } }], /env A must be a string/],
@@ -73,7 +84,7 @@ describe("exec", () => {
         return true;
       });
     }
-    await assert.rejects(lane.spawn("ls", [], { cwd: "x" }), /^Error: invalid sandbox spawn call: cwd/);
+    await assert.rejects(lane.spawn("ls", [], { cwd: "x\0" }), /^Error: invalid sandbox spawn call: cwd/);
     assert.equal(addon.calls.length, 0);
   });
 
@@ -83,9 +94,16 @@ describe("exec", () => {
   });
 });
 
-/** A spawn responder that emits `events` (awaiting each handler result), then exits with `exitCode`. */
-function emits(events: [string, Uint8Array][], exitCode = 0, progress?: { delivered: number }) {
+const STARTED: [string, Uint8Array] = ["started", new Uint8Array()];
+
+/**
+ * A spawn responder that reports the process started, emits `events`
+ * (awaiting each handler result), then exits with `exitCode`.
+ */
+function emits(events: [string, Uint8Array][], exitCode = 0, progress?: { delivered: number }, outputMayStart?: Promise<void>) {
   return async (_payload: unknown, handler?: NativeEventHandler) => {
+    await handler?.(...STARTED);
+    await outputMayStart;
     for (const [event, payload] of events) {
       await handler?.(event, payload);
       if (progress) progress.delivered += 1;
@@ -107,7 +125,51 @@ describe("spawn", () => {
     const child = await instance(addon, "/workspace").spawn("sh", ["-c", "x"], { env: { A: "1" } });
     const [stdout, stderr, exit] = await Promise.all([collect(child.stdout), collect(child.stderr), child.exit]);
     assert.deepEqual([stdout, stderr, exit], ["hello", "warn", { exitCode: 5 }]);
-    assert.deepEqual(addon.callsOf("spawn")[0], { id: 7, command: "sh", args: ["-c", "x"], cwd: "/workspace", env: { A: "1" } });
+    assert.deepEqual(addon.callsOf("spawn")[0], inCwd("spawn", "/workspace", "sh", ["-c", "x"], { A: "1" }));
+  });
+
+  test("spawn() resolves once the process has started, not before", async () => {
+    let start: () => void = () => undefined;
+    const mayStart = new Promise<void>((resolve) => { start = resolve; });
+    const addon = new FakeNativeAddon({
+      spawn: async (_payload, handler) => {
+        await mayStart;
+        await handler?.(...STARTED);
+        await new Promise(() => undefined); // runs for ever
+        return {};
+      },
+    });
+    const spawning = instance(addon).spawn("sleep", ["inf"]);
+    assert.equal(await settledWithin(spawning), false, "not started yet");
+    start();
+    assert.equal(await settledWithin(spawning), true);
+  });
+
+  test("a command that cannot start resolves spawn() with exit 127; a process lost before starting rejects it", async () => {
+    const child = await instance(new FakeNativeAddon({
+      spawn: async (_payload, handler) => {
+        await handler?.("stderr", encoder.encode("sandbox: cannot start"));
+        return { exitCode: 127 };
+      },
+    })).spawn("nope");
+    assert.deepEqual(await child.exit, { exitCode: 127 });
+    assert.equal(await collect(child.stderr), "sandbox: cannot start");
+    const lost = codedFailure("ERR_SANDBOX_VMM_EXITED", "vmm exited");
+    await assert.rejects(instance(new FakeNativeAddon({ spawn: () => { throw lost; } })).spawn("x"), (error) => error === lost);
+  });
+
+  test("streams can be iterated again, and break discards nothing", async () => {
+    const events: [string, Uint8Array][] = ["a", "b", "c", "d"].map((text) => ["stdout", encoder.encode(text)]);
+    const child = await instance(new FakeNativeAddon({ spawn: emits(events, 0) })).spawn("x");
+    await child.exit; // everything is buffered now
+    let first = "";
+    for await (const piece of child.stdout) {
+      first += decoder.decode(piece);
+      if (first.length === 2) break;
+    }
+    assert.equal(first, "ab");
+    assert.equal(await collect(child.stdout), "cd", "a new loop goes on where the last one stopped");
+    assert.equal(await collect(child.stdout), "", "and a third one finds the end");
   });
 
   test("exit settles for a caller that reads neither stream, however much output there is", async () => {
@@ -133,12 +195,7 @@ describe("spawn", () => {
     const events: [string, Uint8Array][] = [["stdout", big], ["stdout", big], ["stdout", big], ["stdout", big]];
     let startOutput: () => void = () => undefined;
     const outputMayStart = new Promise<void>((resolve) => { startOutput = resolve; });
-    const addon = new FakeNativeAddon({
-      spawn: async (payload, handler) => {
-        await outputMayStart;
-        return emits(events, 0, progress)(payload, handler);
-      },
-    });
+    const addon = new FakeNativeAddon({ spawn: emits(events, 0, progress, outputMayStart) });
     const child = await instance(addon).spawn("x");
     const reader = child.stdout[Symbol.asyncIterator]();
     const first = reader.next(); // reading starts before any output
@@ -156,6 +213,7 @@ describe("spawn", () => {
     const lost = codedFailure("ERR_SANDBOX_VMM_EXITED", "vmm exited with status 1");
     const addon = new FakeNativeAddon({
       spawn: async (_payload, handler) => {
+        await handler?.(...STARTED);
         await handler?.("stdout", encoder.encode("partial"));
         throw lost;
       },
@@ -169,13 +227,11 @@ describe("spawn", () => {
 });
 
 describe("close", () => {
-  test("close is idempotent: the same promise, one native close", async () => {
+  test("close is idempotent: one native close, later calls resolve with it", async () => {
     const addon = new FakeNativeAddon();
     const lane = instance(addon);
     const first = lane.close();
-    assert.equal(lane.close(), first);
-    assert.equal(lane[Symbol.asyncDispose](), first);
-    await first;
+    await Promise.all([first, lane.close(), lane[Symbol.asyncDispose]()]);
     assert.deepEqual(addon.callsOf("close"), [{ id: 7 }]);
   });
 
@@ -195,11 +251,14 @@ describe("close", () => {
     assert.equal(addon.callsOf("exec").length, 0);
   });
 
-  test("a failing native close rejects close(), every time, and the instance stays closed", async () => {
+  test("a failing native close rejects the first close(); a second one resolves, as in 0.6.0", async () => {
     const failure = codedFailure("ERR_SANDBOX_ENGINE", "flush failed");
-    const lane = instance(new FakeNativeAddon({ close: () => { throw failure; } }));
+    const addon = new FakeNativeAddon({ close: () => { throw failure; } });
+    const lane = instance(addon);
     await assert.rejects(lane.close(), (error) => error === failure);
-    await assert.rejects(lane.close(), (error) => error === failure);
+    await lane.close();
+    await lane[Symbol.asyncDispose]();
+    assert.equal(addon.callsOf("close").length, 1);
     await assert.rejects(lane.exec("true"), isClosedError);
   });
 
@@ -282,8 +341,7 @@ describe("boot request", () => {
       settings,
     });
     await lane.exec("pwd");
-    assert.deepEqual(addon.callsOf("exec")[0]?.cwd, "/workspace");
-    assert.deepEqual(addon.callsOf("exec")[0]?.id, 7);
+    assert.deepEqual(addon.callsOf("exec")[0], inCwd("exec", "/workspace", "pwd", []));
   });
 
   test("no network policy means no NIC; no console output unless asked", async () => {

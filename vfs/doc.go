@@ -26,7 +26,10 @@
 // Options.MaxInFlight) and answered out of order. A FUSE_INTERRUPT
 // cancels the backend call's ctx and answers EINTR at once; a call that
 // outlives Options.CallTimeout answers EIO. Neither waits for a backend
-// that ignores its ctx.
+// that ignores its ctx, but such a call keeps its place among the
+// MaxInFlight backend calls until it returns: a guest that interrupts
+// everything it sends still gets no more than MaxInFlight backend calls
+// at once, and further requests wait (interruptibly, within CallTimeout).
 //
 // Errors: a backend error carrying an errno (syscall.Errno, or an Errno()
 // method) below 512 is passed to the guest; any other is logged and becomes

@@ -37,6 +37,12 @@
 //
 // Trust: the guest is hostile. Every length and name is checked before
 // use; names cannot contain "/" or be "." or "..", so no path leaves the
-// filesystem. The name ".go-fuse-epoll-hack" in the root is reserved by
+// filesystem. Nodes keep the type they had when handed out, and requests
+// the kernel never sends are refused before the backend sees them: a name
+// under a non-directory (ENOTDIR), reading, writing, opening or truncating
+// a symlink (ELOOP) or a directory (EISDIR), READLINK of a non-symlink
+// (EINVAL), so a backend is never asked for "/link/x" or to read "/link".
+// Symlinks are the guest's to resolve: a backend must not follow them
+// either (see FileSystem). The name ".go-fuse-epoll-hack" in the root is reserved by
 // go-fuse.
 package vfs

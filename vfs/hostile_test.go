@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -137,5 +138,109 @@ func TestInterruptsKeepBackendCallsBounded(t *testing.T) {
 		close(conn.replies) // Serve writes no more
 	case <-time.After(30 * time.Second):
 		t.Fatal("Serve did not return after the backend was released")
+	}
+}
+
+// ask sends one request and waits for its reply (the guest sends one at a
+// time); it returns the errno and the reply's body.
+func (c *guestConn) ask(t *testing.T, f []byte) (syscall.Errno, []byte) {
+	t.Helper()
+	if !c.Send(f) {
+		t.Fatal("Serve stopped reading")
+	}
+	select {
+	case r := <-c.replies:
+		if u, _ := reply(r); u != binary.NativeEndian.Uint64(f[8:]) {
+			t.Fatalf("reply to %d, want %d", u, binary.NativeEndian.Uint64(f[8:]))
+		}
+		_, errno := reply(r)
+		return errno, r[16:]
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reply within 10 s")
+	}
+	return 0, nil
+}
+
+// A guest that makes a symlink and then uses its node as a directory or a
+// file (what the kernel never does: it resolves symlinks itself) is
+// refused before the backend sees a path through the symlink. A backend
+// over a host directory that followed "/l/x" or read "/l" would otherwise
+// reach whatever l points to on the host.
+func TestSymlinkNodesAreNotFollowed(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // op path, of every backend call
+	fsys := vfstest.Hooked{FS: fuzzFS(), Before: func(ctx context.Context, op, path string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, op+" "+path)
+		return nil
+	}}
+	conn := newGuestConn()
+	served := make(chan error, 1)
+	go func() { served <- vfs.Serve(context.Background(), conn, fsys, vfs.Options{}) }()
+	defer func() {
+		conn.w.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	}()
+
+	unique := uint64(0)
+	ask := func(op uint32, node uint64, body ...any) (syscall.Errno, []byte) {
+		unique++
+		return conn.ask(t, frame(op, unique, node, body...))
+	}
+	// node asks for a request that hands out a node, and returns its id.
+	node := func(what string, op uint32, parent uint64, body ...any) uint64 {
+		errno, out := ask(op, parent, body...)
+		if errno != 0 || len(out) < 8 {
+			t.Fatalf("%s: %v", what, errno)
+		}
+		return binary.NativeEndian.Uint64(out) // fuse_entry_out.nodeid
+	}
+	ask(opInit, 0, initFrame(0)[40:])
+	l := node("SYMLINK l", opSymlink, 1, "l", "/etc")
+	if again := node("LOOKUP l", opLookup, 1, "l"); again != l {
+		t.Fatalf("LOOKUP l = node %d, SYMLINK made %d", again, l)
+	}
+	a := node("LOOKUP a", opLookup, 1, "a")
+
+	for _, c := range []struct {
+		what string
+		op   uint32
+		node uint64
+		body []any
+		want syscall.Errno
+	}{
+		{"LOOKUP l/passwd", opLookup, l, []any{"passwd"}, syscall.ENOTDIR},
+		{"CREATE l/x", opCreate, l, []any{u32(0o101), u32(0o644), u32(0o022), u32(0), "x"}, syscall.ENOTDIR},
+		{"MKDIR l/x", opMkdir, l, []any{u32(0o755), u32(0o022), "x"}, syscall.ENOTDIR},
+		{"SYMLINK l/x", opSymlink, l, []any{"x", "/"}, syscall.ENOTDIR},
+		{"UNLINK l/x", opUnlink, l, []any{"x"}, syscall.ENOTDIR},
+		{"RENAME a to l/x", opRename, 1, []any{u64(l), "a", "x"}, syscall.ENOTDIR},
+		{"OPENDIR l", opOpendir, l, []any{u32(0), u32(0)}, syscall.ENOTDIR},
+		{"OPEN l", opOpen, l, []any{u32(2), u32(0)}, syscall.ELOOP},
+		{"READ l", opRead, l, readIn(0, 0, 4096), syscall.ELOOP},
+		{"WRITE l", opWrite, l, append(readIn(0, 0, 5), []byte("owned")), syscall.ELOOP},
+		{"truncate l", opSetattr, l, setattrIn(1<<3, 0), syscall.ELOOP},
+		{"LOOKUP a/x", opLookup, a, []any{"x"}, syscall.ENOTDIR},
+		{"OPENDIR a", opOpendir, a, []any{u32(0), u32(0)}, syscall.ENOTDIR},
+		{"READLINK a", opReadlink, a, nil, syscall.EINVAL},
+		{"READ /", opRead, 1, readIn(0, 0, 4096), syscall.EISDIR},
+		{"READLINK l", opReadlink, l, nil, 0},
+		{"READ a", opRead, a, readIn(0, 0, 4096), 0},
+	} {
+		if errno, _ := ask(c.op, c.node, c.body...); errno != c.want {
+			t.Errorf("%s: errno %v, want %v", c.what, errno, c.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, call := range seen {
+		switch {
+		case strings.Contains(call, "/l/") || strings.Contains(call, "/a/"),
+			strings.HasPrefix(call, "read /l"), strings.HasPrefix(call, "write /l"), strings.HasPrefix(call, "truncate /l"):
+			t.Errorf("the backend was asked to %s", call)
+		}
 	}
 }

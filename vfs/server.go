@@ -178,6 +178,37 @@ func (s *fileServer) path(id uint64) (string, fuse.Status) {
 	return p, fuse.Status(errno)
 }
 
+// filePath returns the path of a node the request reads or writes as a
+// file. The kernel sends such requests only for regular files (it resolves
+// symlinks itself), so a symlink node is ELOOP, as open(O_NOFOLLOW) says,
+// and a directory EISDIR: a backend must never get to read or write
+// through a symlink that the guest made.
+func (s *fileServer) filePath(id uint64) (string, fuse.Status) {
+	p, typ, errno := s.nodes.typedPath(id)
+	switch {
+	case errno != 0:
+		return "", fuse.Status(errno)
+	case typ == Symlink:
+		return "", fuse.Status(syscall.ELOOP)
+	case typ == Directory:
+		return "", fuse.Status(syscall.EISDIR)
+	}
+	return p, fuse.OK
+}
+
+// typedPath returns the path of a node that must be of type want, or
+// wrong.
+func (s *fileServer) typedPath(id uint64, want FileType, wrong syscall.Errno) (string, fuse.Status) {
+	p, typ, errno := s.nodes.typedPath(id)
+	switch {
+	case errno != 0:
+		return "", fuse.Status(errno)
+	case typ != want:
+		return "", fuse.Status(wrong)
+	}
+	return p, fuse.OK
+}
+
 func (s *fileServer) childPath(parent uint64, name string) (string, fuse.Status) {
 	p, errno := s.nodes.childPath(parent, name)
 	return p, fuse.Status(errno)

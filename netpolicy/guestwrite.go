@@ -22,10 +22,12 @@ import (
 //
 //   - its send buffer is fixed at guestSendBuffer (no auto-tuning);
 //   - writes are coalesced in a buffer of coalesceSize: a flusher hands the
-//     endpoint what has accumulated when the guest has acknowledged all
-//     earlier data, or when a full buffer has accumulated, so the endpoint
-//     queues at most one short segment and the rest in large ones (Nagle's
-//     rule, which costs nothing on a link with microseconds of round trip);
+//     endpoint what has accumulated at once while fewer than maxShortWrites
+//     short writes are unacknowledged, and otherwise waits until the guest
+//     acknowledges one or a full buffer has accumulated, so the endpoint
+//     queues at most maxShortWrites short segments and the rest in large
+//     ones (Nagle's rule, loosened so that a few small writes in a row, as
+//     a streamed response makes, do not wait for the guest's delayed ACK);
 //   - a writer blocks while the buffer is full, so the upstream is read no
 //     faster than the guest reads;
 //   - with a write timeout, data the guest has not taken within it ends the
@@ -39,6 +41,9 @@ const (
 	// coalesceSize is the coalescing buffer, and the size from which a
 	// write goes out without waiting for the guest's acknowledgment.
 	coalesceSize = 16 << 10
+	// maxShortWrites bounds the writes shorter than coalesceSize that the
+	// guest has not acknowledged.
+	maxShortWrites = 8
 	// pollMin and pollMax bound how often the flusher looks whether the
 	// guest acknowledged everything (the netstack signals only a half-empty
 	// send buffer).
@@ -176,6 +181,17 @@ func (c *guestConn) flush(ctx context.Context) {
 	defer stop()
 	out := make([]byte, 0, coalesceSize)
 	poll := pollMin
+	// sent counts the bytes handed to the endpoint; shortEnds holds, in
+	// order, the value it had after each short write not yet acknowledged.
+	var sent uint64
+	var shortEnds []uint64
+	shortOutstanding := func() int {
+		acked := sent - uint64(c.unacked())
+		for len(shortEnds) > 0 && shortEnds[0] <= acked {
+			shortEnds = shortEnds[1:]
+		}
+		return len(shortEnds)
+	}
 	for {
 		c.mu.Lock()
 		switch {
@@ -196,7 +212,7 @@ func (c *guestConn) flush(ctx context.Context) {
 			c.mu.Unlock()
 			<-changed
 			continue
-		case len(c.pending) < cap(c.pending) && !c.closing && c.unacked() > 0:
+		case len(c.pending) < cap(c.pending) && !c.closing && shortOutstanding() >= maxShortWrites:
 			// Wait for the guest's acknowledgment, or for more data.
 			changed := c.changed
 			c.mu.Unlock()
@@ -222,6 +238,10 @@ func (c *guestConn) flush(ctx context.Context) {
 			c.mu.Unlock()
 			c.TCPConn.Close()
 			return
+		}
+		sent += uint64(len(out))
+		if len(out) < coalesceSize {
+			shortEnds = append(shortEnds, sent)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package netpolicy_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -342,4 +343,74 @@ func TestDNSOverUDPQueriesAreBounded(t *testing.T) {
 	if fds-baseFDs > 64+8 {
 		t.Errorf("%d host fds for %d queries in flight, want at most 64", fds-baseFDs, queries)
 	}
+}
+
+// The coalescing toward the guest loses, reorders and holds back nothing:
+// a request/response exchange whose responses come in several small
+// writes, then a bulk transfer, arrive whole and in order.
+func TestGrantedTCPDeliversEverythingToAReadingGuest(t *testing.T) {
+	policy := &countingPolicy{action: netpolicy.Accept}
+	dialer := pipeDialer{up: make(chan net.Conn, 1)}
+	ns := guestStack(t, serveHostile(t, policy.decide, dialer))
+	c := guestDial(t, ns, netip.MustParseAddrPort("198.51.100.10:80"))
+	if c == nil {
+		t.Fatal("the granted connection was refused")
+	}
+	defer c.Close()
+	up := <-dialer.up
+	defer up.Close()
+
+	const rounds, bulk = 200, 4 << 20
+	go func() {
+		buf := make([]byte, 4)
+		for i := range rounds {
+			if _, err := io.ReadFull(up, buf); err != nil {
+				return
+			}
+			for _, part := range []string{"po", "n", fmt.Sprintf("g%04d", i)} {
+				if _, err := up.Write([]byte(part)); err != nil {
+					return
+				}
+			}
+		}
+		block := make([]byte, 1000)
+		for i := 0; i < bulk; i += len(block) {
+			for j := range block {
+				block[j] = byte(i + j)
+			}
+			if _, err := up.Write(block[:min(len(block), bulk-i)]); err != nil {
+				return
+			}
+		}
+		up.Close()
+	}()
+
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	reply := make([]byte, 8)
+	for i := range rounds {
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, reply); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("pong%04d", i); string(reply) != want {
+			t.Fatalf("round %d: %q, want %q", i, reply, want)
+		}
+	}
+	exchange := time.Since(start)
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != bulk {
+		t.Fatalf("bulk: %d bytes, want %d", len(got), bulk)
+	}
+	for i, b := range got {
+		if b != byte(i) {
+			t.Fatalf("bulk byte %d = %d, want %d", i, b, byte(i))
+		}
+	}
+	t.Logf("%d request/response rounds in %v (%v each), then %d MiB in %v", rounds, exchange, exchange/rounds, bulk>>20, time.Since(start)-exchange)
 }

@@ -1,11 +1,13 @@
 package netpolicy_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -26,6 +28,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/netpolicy/link"
 )
 
@@ -50,10 +53,12 @@ func hostCost() (goroutines int, bytes uint64, fds int) {
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
-// serveHostile starts a Stack with policy and dialer on one end of a pipe and returns the guest's end. The Stack is closed at cleanup.
-func serveHostile(t *testing.T, policy netpolicy.PolicyFunc, dialer netpolicy.Dialer) net.Conn {
+// serveHostile starts a Stack with cfg on one end of a pipe and returns the
+// guest's end. The Stack is closed at cleanup.
+func serveHostile(t *testing.T, cfg netpolicy.Config) net.Conn {
 	t.Helper()
-	s, err := netpolicy.New(netpolicy.Config{Policy: policy, Dialer: dialer, MTU: hostileMTU, UDPIdleTimeout: time.Minute})
+	cfg.MTU, cfg.UDPIdleTimeout = hostileMTU, time.Minute
+	s, err := netpolicy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +127,7 @@ func (p *countingPolicy) decide(ctx context.Context, f netpolicy.Flow) (netpolic
 func TestUDPFlowsAreBounded(t *testing.T) {
 	baseG, baseB, _ := hostCost()
 	policy := &countingPolicy{hold: 2 * time.Second, action: netpolicy.Deny}
-	guest := serveHostile(t, policy.decide, refuseDialer{t})
+	guest := serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: refuseDialer{t}})
 	drain(guest)
 
 	const flows = 8000 // 46-byte datagrams, as the review sent
@@ -220,7 +225,7 @@ func guestDial(t *testing.T, ns *stack.Stack, dst netip.AddrPort) *gonet.TCPConn
 // send queue.
 func TestDNSOverTCPToANonReadingGuestIsBounded(t *testing.T) {
 	policy := &countingPolicy{action: netpolicy.Deny} // REFUSED, answered locally
-	guestConn := serveHostile(t, policy.decide, refuseDialer{t})
+	guestConn := serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: refuseDialer{t}})
 	ns := guestStack(t, guestConn)
 	baseG, baseB, _ := hostCost()
 
@@ -285,7 +290,7 @@ func (d pipeDialer) DialContext(_ context.Context, network, address string) (net
 func TestGrantedTCPTrickleToANonReadingGuestIsBounded(t *testing.T) {
 	policy := &countingPolicy{action: netpolicy.Accept}
 	dialer := pipeDialer{up: make(chan net.Conn, 1)}
-	guestConn := serveHostile(t, policy.decide, dialer)
+	guestConn := serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: dialer})
 	ns := guestStack(t, guestConn)
 	baseG, baseB, _ := hostCost()
 
@@ -322,7 +327,7 @@ func TestDNSOverUDPQueriesAreBounded(t *testing.T) {
 	}
 	defer silent.Close()
 	policy := &countingPolicy{action: netpolicy.AcceptDNS, resolvers: []netip.AddrPort{silent.LocalAddr().(*net.UDPAddr).AddrPort()}}
-	guest := serveHostile(t, policy.decide, &net.Dialer{})
+	guest := serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: &net.Dialer{}})
 	drain(guest)
 	_, _, baseFDs := hostCost()
 
@@ -351,7 +356,7 @@ func TestDNSOverUDPQueriesAreBounded(t *testing.T) {
 func TestGrantedTCPDeliversEverythingToAReadingGuest(t *testing.T) {
 	policy := &countingPolicy{action: netpolicy.Accept}
 	dialer := pipeDialer{up: make(chan net.Conn, 1)}
-	ns := guestStack(t, serveHostile(t, policy.decide, dialer))
+	ns := guestStack(t, serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: dialer}))
 	c := guestDial(t, ns, netip.MustParseAddrPort("198.51.100.10:80"))
 	if c == nil {
 		t.Fatal("the granted connection was refused")
@@ -413,4 +418,58 @@ func TestGrantedTCPDeliversEverythingToAReadingGuest(t *testing.T) {
 		}
 	}
 	t.Logf("%d request/response rounds in %v (%v each), then %d MiB in %v", rounds, exchange, exchange/rounds, bulk>>20, time.Since(start)-exchange)
+}
+
+// The same for an intercepted HTTP flow: the response body trickles from
+// the upstream one byte per write to a guest that sent its request and
+// stopped reading.
+func TestInterceptedHTTPTrickleToANonReadingGuestIsBounded(t *testing.T) {
+	ca, err := httpproxy.NewCA(httpproxy.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := pipeDialer{up: make(chan net.Conn, 1)}
+	proxy, err := httpproxy.New(httpproxy.Config{CA: ca, Dialer: dialer, NoSystemRoots: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := &countingPolicy{action: netpolicy.AcceptHTTP}
+	ns := guestStack(t, serveHostile(t, netpolicy.Config{Policy: netpolicy.PolicyFunc(policy.decide), Dialer: refuseDialer{t}, HTTP: proxy}))
+	baseG, baseB, _ := hostCost()
+
+	c := guestDial(t, ns, netip.MustParseAddrPort("198.51.100.10:80"))
+	if c == nil {
+		t.Fatal("the intercepted connection was refused")
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /stream HTTP/1.1\r\nHost: origin.example.test\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var up net.Conn
+	select {
+	case up = <-dialer.up:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy did not dial upstream")
+	}
+	defer up.Close()
+	if _, err := http.ReadRequest(bufio.NewReader(up)); err != nil {
+		t.Fatalf("upstream request: %v", err)
+	}
+	const body = 1 << 20
+	if _, err := fmt.Fprintf(up, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", body); err != nil {
+		t.Fatal(err)
+	}
+	written := 0
+	up.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	for ; written < body; written++ {
+		if _, err := up.Write([]byte{'x'}); err != nil {
+			break
+		}
+	}
+	g, b, _ := hostCost()
+	t.Logf("upstream trickled %d body bytes one at a time to a non-reading guest: %+d goroutines, %+.1f MiB",
+		written, g-baseG, mib(b)-mib(baseB))
+	if b > baseB+16<<20 {
+		t.Errorf("host holds %+.1f MiB for %d bytes trickled", mib(b)-mib(baseB), written)
+	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // Writes toward the guest. The netstack queues every Write to a TCP
@@ -165,13 +166,19 @@ func (c *guestConn) abort() {
 	c.TCPConn.Close()
 }
 
-// unacked is how many bytes the guest has not acknowledged yet.
-func (c *guestConn) unacked() int {
-	n, err := c.ep.GetSockOptInt(tcpip.SendQueueSizeOption)
-	if err != nil {
-		return 0 // closed: the write will say so
-	}
-	return n
+// unackedAtMost reports whether the guest has acknowledged all but at most
+// n of the bytes written. The netstack does not tell how many bytes wait
+// for an acknowledgment (it has no SendQueueSizeOption), but an endpoint
+// is writable exactly while they are fewer than its send buffer: so the
+// send buffer is set to n+1 for the question, without the notification
+// that would clamp it, and set back. Only the flusher writes, and it is
+// not writing meanwhile.
+func (c *guestConn) unackedAtMost(n uint64) bool {
+	opts := c.ep.SocketOptions()
+	opts.SetSendBufferSize(int64(min(n, guestSendBuffer))+1, false)
+	writable := c.ep.Readiness(waiter.WritableEvents)&waiter.WritableEvents != 0
+	opts.SetSendBufferSize(guestSendBuffer, false)
+	return writable
 }
 
 // flush is the flusher goroutine (see guestConn).
@@ -186,8 +193,7 @@ func (c *guestConn) flush(ctx context.Context) {
 	var sent uint64
 	var shortEnds []uint64
 	shortOutstanding := func() int {
-		acked := sent - uint64(c.unacked())
-		for len(shortEnds) > 0 && shortEnds[0] <= acked {
+		for len(shortEnds) > 0 && c.unackedAtMost(sent-shortEnds[0]) {
 			shortEnds = shortEnds[1:]
 		}
 		return len(shortEnds)
@@ -231,6 +237,9 @@ func (c *guestConn) flush(ctx context.Context) {
 		if c.writeTimeout > 0 {
 			c.TCPConn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		}
+		// An acknowledgment processed during unackedAtMost may have stored
+		// the probe's size back.
+		c.ep.SocketOptions().SetSendBufferSize(guestSendBuffer, false)
 		if _, err := c.TCPConn.Write(out); err != nil {
 			c.mu.Lock()
 			c.err = err

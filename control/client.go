@@ -23,6 +23,8 @@ type Client struct {
 	mu sync.Mutex
 	// session is set by Handshake; nil before.
 	session *yamux.Session
+	// guard filters what the guest sends to session; set with it.
+	guard *guard
 	// ready is set once the handshake has succeeded.
 	ready bool
 	// err is why the client ended; nil while it is usable.
@@ -58,7 +60,8 @@ func (c *Client) Handshake(ctx context.Context, setup Setup) (GuestInfo, error) 
 		c.mu.Unlock()
 		return GuestInfo{}, errors.New("control: handshake already attempted")
 	}
-	session, err := yamux.Client(c.conn, yamuxConfig(nil))
+	c.guard = newGuard(c.conn)
+	session, err := yamux.Client(c.guard, yamuxConfig(nil))
 	if err != nil {
 		c.mu.Unlock()
 		c.Close()
@@ -237,7 +240,16 @@ func (c *Client) Err() error {
 // watch ends the client when the session dies on its own.
 func (c *Client) watch(session *yamux.Session) {
 	<-session.CloseChan()
-	c.end(ErrSessionLost)
+	c.end(c.lost())
+}
+
+// lost is why the session died on its own: ErrSessionLost, and the rule
+// the guest broke if it was ended for that.
+func (c *Client) lost() error {
+	if err := c.guard.brokenRule(); err != nil {
+		return fmt.Errorf("%w: %w", ErrSessionLost, err)
+	}
+	return ErrSessionLost
 }
 
 // end records why the client ended; the first reason wins.
@@ -280,7 +292,7 @@ func (c *Client) streamError(ctx context.Context, op string, err error) error {
 	c.mu.Unlock()
 	if ended == nil && c.session.IsClosed() {
 		// The session died and watch has not recorded it yet.
-		ended = ErrSessionLost
+		ended = c.lost()
 	}
 	if ended != nil {
 		return ended

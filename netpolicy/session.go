@@ -29,8 +29,32 @@ import (
 // dnsPort is the sandbox resolver's port on the gateways.
 const dnsPort = 53
 
-// dnsTCPIdleTimeout closes a guest's DNS-over-TCP connection left idle.
-const dnsTCPIdleTimeout = 30 * time.Second
+// Bounds of the sandbox resolver (see docs/security.md).
+const (
+	// dnsTCPIdleTimeout closes a guest's DNS-over-TCP connection left idle.
+	dnsTCPIdleTimeout = 30 * time.Second
+	// dnsTCPWriteTimeout closes a DNS-over-TCP connection whose guest has
+	// not taken its answers for that long.
+	dnsTCPWriteTimeout = 10 * time.Second
+	// maxDNSTCPConns bounds the guest's DNS-over-TCP connections; more are
+	// reset. Resolvers use TCP only for truncated answers.
+	maxDNSTCPConns = 16
+	// maxDNSQueries bounds the UDP queries being resolved at once; more
+	// are dropped, as an overloaded resolver does (the client retries).
+	// Each holds a goroutine and an upstream socket.
+	maxDNSQueries = 64
+)
+
+// Bounds of the guest's flows (see docs/security.md).
+const (
+	// maxUDPFlows bounds the UDP flows alive at once (being decided,
+	// relayed, or having their datagrams dropped until idle); datagrams
+	// that would start another are dropped.
+	maxUDPFlows = 256
+	// maxPolicyCalls bounds the Policy.Decide calls in flight; more wait.
+	// Each may be a call into JavaScript, whose queue has no bound.
+	maxPolicyCalls = 64
+)
 
 // session is the state of one Serve: a netstack and the goroutines serving
 // its flows.
@@ -46,10 +70,28 @@ type session struct {
 	closing bool
 	// wg counts tracked goroutines.
 	wg sync.WaitGroup
+
+	// Tokens of the bounded resources: one per policy call in flight, per
+	// UDP flow, per DNS-over-TCP connection, per UDP query resolving.
+	policyCalls, udpFlows, dnsTCPConns, dnsQueries chan struct{}
+}
+
+// take takes a token of sem without waiting; false if none is left.
+func take(sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
 }
 
 // start installs the flow handlers and the resolver on both gateways.
 func (s *session) start() error {
+	s.policyCalls = make(chan struct{}, maxPolicyCalls)
+	s.udpFlows = make(chan struct{}, maxUDPFlows)
+	s.dnsTCPConns = make(chan struct{}, maxDNSTCPConns)
+	s.dnsQueries = make(chan struct{}, maxDNSQueries)
 	s.ns.SetTransportProtocolHandler(tcp.ProtocolNumber, tcp.NewForwarder(s.ns, 0, maxInFlightSYN, s.handleTCP).HandlePacket)
 	s.ns.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(s.ns, s.handleUDP).HandlePacket)
 	for _, gw := range []struct {
@@ -105,7 +147,13 @@ func (s *session) goTracked(f func()) bool {
 // decide asks the policy; an error denies. The caller calls release once
 // it no longer needs the decision (the flow ended).
 func (s *session) decide(f Flow) (d Decision, release func()) {
+	select {
+	case s.policyCalls <- struct{}{}:
+	case <-s.ctx.Done():
+		return Decision{Action: Deny}, func() {}
+	}
 	d, err := s.cfg.Policy.Decide(s.ctx, f)
+	<-s.policyCalls
 	if d.Release != nil {
 		release = d.Release
 	} else {
@@ -134,11 +182,12 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
 	switch {
 	case isGateway(dst.Addr()):
-		if dst.Port() != dnsPort {
+		if dst.Port() != dnsPort || !take(s.dnsTCPConns) {
 			r.Complete(true)
 			return
 		}
-		guest, err := acceptTCP(r)
+		defer func() { <-s.dnsTCPConns }()
+		guest, err := s.acceptTCP(r, dnsTCPWriteTimeout)
 		if err != nil {
 			return
 		}
@@ -155,10 +204,11 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 	case d.Action == AcceptHTTP && s.cfg.HTTP != nil:
 		// The interceptor dials per request, so an unreachable upstream
 		// is the guest's 502, not a reset.
-		guest, err := acceptTCP(r)
+		guest, err := s.acceptTCP(r, 0)
 		if err != nil {
 			return
 		}
+		defer guest.Close()
 		s.cfg.HTTP.ServeConn(s.ctx, guest, httpproxy.Flow{Src: src, Dst: dst, Hostname: flow.Hostname, Middleware: d.Middleware})
 		return
 	case d.Action != Accept:
@@ -172,7 +222,7 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	guest, err := acceptTCP(r)
+	guest, err := s.acceptTCP(r, 0)
 	if err != nil {
 		up.Close()
 		return
@@ -180,8 +230,9 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 	relayTCP(s.ctx, guest, up)
 }
 
-// acceptTCP completes the guest's handshake.
-func acceptTCP(r *tcp.ForwarderRequest) (*gonet.TCPConn, error) {
+// acceptTCP completes the guest's handshake; writes to the guest go through
+// a guestConn with writeTimeout (0: none).
+func (s *session) acceptTCP(r *tcp.ForwarderRequest, writeTimeout time.Duration) (*guestConn, error) {
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
@@ -189,7 +240,13 @@ func acceptTCP(r *tcp.ForwarderRequest) (*gonet.TCPConn, error) {
 		return nil, fmt.Errorf("netpolicy: cannot accept guest connection: %s", err)
 	}
 	r.Complete(false)
-	return gonet.NewTCPConn(&wq, ep), nil
+	conn := gonet.NewTCPConn(&wq, ep)
+	guest := newGuestConn(s.ctx, conn, ep, writeTimeout, s.goTracked)
+	if guest == nil {
+		conn.Close()
+		return nil, ErrClosed
+	}
+	return guest, nil
 }
 
 type closeWriter interface{ CloseWrite() error }
@@ -197,8 +254,9 @@ type closeWriter interface{ CloseWrite() error }
 // relayTCP copies both ways until both directions ended or ctx ends. A
 // direction that reaches EOF half-closes its destination; an error aborts
 // both. Both conns are closed on return.
-func relayTCP(ctx context.Context, a, b net.Conn) {
-	abort := func() { a.Close(); b.Close() }
+func relayTCP(ctx context.Context, guest *guestConn, up net.Conn) {
+	var a, b net.Conn = guest, up
+	abort := func() { guest.abort(); up.Close() }
 	stop := context.AfterFunc(ctx, abort)
 	defer stop()
 	defer abort()
@@ -224,16 +282,28 @@ func relayTCP(ctx context.Context, a, b net.Conn) {
 
 // handleUDP creates an endpoint for a new UDP flow and serves it in a
 // tracked goroutine. It runs on the stack's packet path and must not block.
+// Datagrams to the gateways' other ports and to destinations never dialed
+// make no flow: no policy is asked for them, so there is nothing to
+// remember. Beyond maxUDPFlows, datagrams that would start a flow are
+// dropped.
 func (s *session) handleUDP(r *udp.ForwarderRequest) bool {
+	id := r.ID()
+	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
+	if isGateway(dst.Addr()) || neverDial(dst.Addr()) || !take(s.udpFlows) {
+		return true // handled: dropped, without an ICMP error per datagram
+	}
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
+		<-s.udpFlows
 		return false
 	}
 	guest := gonet.NewUDPConn(&wq, ep)
-	id := r.ID()
-	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
-	if !s.goTracked(func() { s.serveUDPFlow(guest, src, dst) }) {
+	if !s.goTracked(func() {
+		defer func() { <-s.udpFlows }()
+		s.serveUDPFlow(guest, src, dst)
+	}) {
+		<-s.udpFlows
 		guest.Close()
 	}
 	return true
@@ -246,10 +316,6 @@ func (s *session) serveUDPFlow(guest *gonet.UDPConn, src, dst netip.AddrPort) {
 	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
 	defer stop()
 	idle := s.cfg.UDPIdleTimeout
-	if isGateway(dst.Addr()) || neverDial(dst.Addr()) {
-		drainUntilIdle(guest, idle)
-		return
-	}
 	d, release := s.decide(Flow{Transport: "udp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
 	defer release()
 	if d.Action != Accept {
@@ -264,15 +330,15 @@ func (s *session) serveUDPFlow(guest *gonet.UDPConn, src, dst netip.AddrPort) {
 		return
 	}
 	defer up.Close()
-	relayUDP(s.ctx, guest, up, idle)
+	relayUDP(s.ctx, guest, up, idle, int(s.cfg.MTU))
 }
 
 // drainUntilIdle drops datagrams until none came for idle.
 func drainUntilIdle(c net.Conn, idle time.Duration) {
-	buf := make([]byte, 1<<16)
+	var buf [1]byte // the rest of each datagram is discarded
 	for {
 		c.SetReadDeadline(time.Now().Add(idle))
-		if _, err := c.Read(buf); err != nil {
+		if _, err := c.Read(buf[:]); err != nil {
 			return
 		}
 	}
@@ -280,16 +346,17 @@ func drainUntilIdle(c net.Conn, idle time.Duration) {
 
 // relayUDP copies datagrams both ways until neither direction carried one
 // for idle, either side fails, or ctx ends. Both conns are closed on return.
-func relayUDP(ctx context.Context, guest, up net.Conn, idle time.Duration) {
+// The guest sends datagrams of at most mtu bytes.
+func relayUDP(ctx context.Context, guest, up net.Conn, idle time.Duration, mtu int) {
 	abort := func() { guest.Close(); up.Close() }
 	stop := context.AfterFunc(ctx, abort)
 	defer stop()
 	defer abort()
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	pipe := func(dst, src net.Conn) {
+	pipe := func(dst, src net.Conn, size int) {
 		defer abort()
-		buf := make([]byte, 1<<16)
+		buf := make([]byte, size)
 		for {
 			src.SetReadDeadline(time.Now().Add(idle))
 			n, err := src.Read(buf)
@@ -309,9 +376,9 @@ func relayUDP(ctx context.Context, guest, up net.Conn, idle time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pipe(up, guest)
+		pipe(up, guest, mtu)
 	}()
-	pipe(guest, up)
+	pipe(guest, up, 1<<16)
 	<-done
 }
 
@@ -331,7 +398,11 @@ func (s *session) serveDNSUDP(c *gonet.UDPConn, gw netip.AddrPort) {
 		if err != nil {
 			continue
 		}
-		s.goTracked(func() {
+		if !take(s.dnsQueries) {
+			continue // dropped: the guest's resolver retries
+		}
+		if !s.goTracked(func() {
+			defer func() { <-s.dnsQueries }()
 			resp := s.resolve("udp", src, gw, q)
 			size := mdns.MinMsgSize
 			if opt := q.IsEdns0(); opt != nil {
@@ -341,13 +412,15 @@ func (s *session) serveDNSUDP(c *gonet.UDPConn, gw netip.AddrPort) {
 			if b, err := resp.Pack(); err == nil {
 				c.WriteTo(b, net.UDPAddrFromAddrPort(src))
 			}
-		})
+		}) {
+			<-s.dnsQueries
+		}
 	}
 }
 
 // serveDNSTCP answers the queries of one guest DNS-over-TCP connection, in
 // order, until the guest closes it or it is idle.
-func (s *session) serveDNSTCP(guest *gonet.TCPConn, src, gw netip.AddrPort) {
+func (s *session) serveDNSTCP(guest *guestConn, src, gw netip.AddrPort) {
 	defer guest.Close()
 	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
 	defer stop()

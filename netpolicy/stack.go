@@ -33,6 +33,19 @@
 // gateway ports than 53 are refused too. The host's other addresses are not
 // special: the policy sees them like any destination.
 //
+// # Bounds
+//
+// The guest is hostile and one process hosts every sandbox, so what a guest
+// can make the host hold is bounded per Serve (docs/security.md lists each
+// bound with its test): UDP flows alive (maxUDPFlows, 256; datagrams that
+// would start more are dropped, and datagrams to refused destinations and
+// to the gateways' closed ports make no flow at all), policy calls in
+// flight (maxPolicyCalls, 64; more wait), DNS-over-TCP connections
+// (maxDNSTCPConns, 16; more are reset), DNS queries over UDP being resolved
+// (maxDNSQueries, 64; more are dropped). Every TCP connection to the guest
+// writes through a bounded, coalescing buffer (guestwrite.go), so a guest
+// that stops reading holds the upstream back instead of growing the host.
+//
 // # Lifecycle
 //
 // New allocates and starts nothing. Serve builds a netstack, serves one

@@ -27,7 +27,10 @@
 // Options.MaxInFlight) and answered out of order. A FUSE_INTERRUPT
 // cancels the backend call's ctx and answers EINTR at once; a call that
 // outlives Options.CallTimeout answers EIO. Neither waits for a backend
-// that ignores its ctx.
+// that ignores its ctx, but such a call keeps its place among the
+// MaxInFlight backend calls until it returns: a guest that interrupts
+// everything it sends still gets no more than MaxInFlight backend calls
+// at once, and further requests wait (interruptibly, within CallTimeout).
 //
 // Errors: a backend error carrying an errno (syscall.Errno, or an Errno()
 // method) below 512 is passed to the guest; any other is logged and becomes
@@ -35,6 +38,12 @@
 //
 // Trust: the guest is hostile. Every length and name is checked before
 // use; names cannot contain "/" or be "." or "..", so no path leaves the
-// filesystem. The name ".go-fuse-epoll-hack" in the root is reserved by
+// filesystem. Nodes keep the type they had when handed out, and requests
+// the kernel never sends are refused before the backend sees them: a name
+// under a non-directory (ENOTDIR), reading, writing, opening or truncating
+// a symlink (ELOOP) or a directory (EISDIR), READLINK of a non-symlink
+// (EINVAL), so a backend is never asked for "/link/x" or to read "/link".
+// Symlinks are the guest's to resolve: a backend must not follow them
+// either (see FileSystem). The name ".go-fuse-epoll-hack" in the root is reserved by
 // go-fuse.
 package vfs

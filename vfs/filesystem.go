@@ -11,6 +11,14 @@ import (
 // "/a/b"); names in them are never empty, ".", ".." or longer than 255
 // bytes, and hold no NUL.
 //
+// Paths never pass through a symlink: the server refuses a name under a
+// node that is not a directory and a read or write of a node Stat called a
+// symlink. A backend over a host directory must not follow symlinks either
+// (lstat, not stat; O_NOFOLLOW on the last component; no symlink
+// resolution in between): the guest creates symlinks with targets of its
+// choosing, and a backend whose Stat follows one reports the target as the
+// file, which the guest then reads or writes outside the root.
+//
 // Methods are called concurrently, each from its own goroutine, and must be
 // safe for that. Errors carry an errno (see the package doc); ctx is
 // cancelled when the guest interrupts the operation, when the call takes

@@ -20,6 +20,11 @@ type inode struct {
 	// lookups is the kernel's reference count (FUSE nlookup): every reply
 	// that hands the node to the kernel adds one, FORGET takes them back.
 	lookups uint64
+	// typ is the type the node had when last handed out: the kernel never
+	// looks up a name under a non-directory nor reads through a symlink
+	// node, so a request that does is a hostile guest's, and is refused
+	// before the backend sees a path like "/symlink/x".
+	typ FileType
 }
 
 // inodeTable maps the kernel's node ids to paths. A node lives while the
@@ -31,7 +36,7 @@ type inodeTable struct {
 }
 
 func newInodeTable() *inodeTable {
-	root := &inode{id: rootID, lookups: 1} // the kernel never forgets the root
+	root := &inode{id: rootID, lookups: 1, typ: Directory} // the kernel never forgets the root
 	return &inodeTable{nextID: rootID + 1, byID: map[uint64]*inode{rootID: root}}
 }
 
@@ -48,14 +53,30 @@ func (t *inodeTable) path(id uint64) (string, syscall.Errno) {
 	return n.pathLocked()
 }
 
-// childPath returns the path of name in directory id, checking name.
+// typedPath returns the path of node id and its type as handed out.
+func (t *inodeTable) typedPath(id uint64) (string, FileType, syscall.Errno) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.byID[id]
+	if n == nil {
+		return "", 0, syscall.ESTALE
+	}
+	p, errno := n.pathLocked()
+	return p, n.typ, errno
+}
+
+// childPath returns the path of name in directory id, checking name;
+// ENOTDIR if id is not a directory.
 func (t *inodeTable) childPath(id uint64, name string) (string, syscall.Errno) {
 	if errno := checkName(name); errno != 0 {
 		return "", errno
 	}
-	dir, errno := t.path(id)
-	if errno != 0 {
+	dir, typ, errno := t.typedPath(id)
+	switch {
+	case errno != 0:
 		return "", errno
+	case typ != Directory:
+		return "", syscall.ENOTDIR
 	}
 	return joinPath(dir, name), 0
 }
@@ -80,13 +101,14 @@ func (n *inode) pathLocked() (string, syscall.Errno) {
 	return b.String(), 0
 }
 
-// lookup hands the node for name in directory parentID to the kernel once
-// more, creating it if needed, and returns its id. 0 if the parent is gone.
-func (t *inodeTable) lookup(parentID uint64, name string) uint64 {
+// lookup hands the node for name in directory parentID, of type typ, to the
+// kernel once more, creating it if needed, and returns its id. 0 if the
+// parent is gone or is not a directory.
+func (t *inodeTable) lookup(parentID uint64, name string, typ FileType) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.byID[parentID]
-	if p == nil {
+	if p == nil || p.typ != Directory {
 		return 0
 	}
 	n := p.children[name]
@@ -99,6 +121,7 @@ func (t *inodeTable) lookup(parentID uint64, name string) uint64 {
 		}
 		p.children[name] = n
 	}
+	n.typ = typ
 	n.lookups++
 	return n.id
 }

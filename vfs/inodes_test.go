@@ -34,14 +34,14 @@ func wantSize(t *testing.T, tab *inodeTable, want int) {
 func TestInodeLookupForget(t *testing.T) {
 	tab := newInodeTable()
 	wantPath(t, tab, rootID, "/")
-	a := tab.lookup(rootID, "a")
-	if again := tab.lookup(rootID, "a"); again != a {
+	a := tab.lookup(rootID, "a", Directory)
+	if again := tab.lookup(rootID, "a", Directory); again != a {
 		t.Fatalf("a second lookup of a gave id %d, the first %d", again, a)
 	}
-	b := tab.lookup(a, "b")
+	b := tab.lookup(a, "b", Directory)
 	wantPath(t, tab, a, "/a")
 	wantPath(t, tab, b, "/a/b")
-	if c := tab.lookup(rootID, "c"); c == a || c == b || c == rootID {
+	if c := tab.lookup(rootID, "c", Directory); c == a || c == b || c == rootID {
 		t.Errorf("c got id %d, already in use", c)
 	}
 	wantSize(t, tab, 4)
@@ -61,7 +61,7 @@ func TestInodeLookupForget(t *testing.T) {
 
 	// Forgetting more than was looked up, an unknown id or the root is
 	// harmless.
-	c := tab.lookup(rootID, "c") // now 2 lookups
+	c := tab.lookup(rootID, "c", Directory) // now 2 lookups
 	tab.forget(c, 1000)
 	wantPath(t, tab, c, "stale file handle")
 	tab.forget(12345, 1)
@@ -70,22 +70,22 @@ func TestInodeLookupForget(t *testing.T) {
 	wantSize(t, tab, 1)
 
 	// A freed name is handed out again under a new id.
-	if a2 := tab.lookup(rootID, "a"); a2 == a {
+	if a2 := tab.lookup(rootID, "a", Directory); a2 == a {
 		t.Errorf("a looked up again reuses the forgotten id %d", a)
 	}
 	// A lookup in an unknown directory fails.
-	if id := tab.lookup(999, "x"); id != 0 {
+	if id := tab.lookup(999, "x", Directory); id != 0 {
 		t.Errorf("lookup in an unknown directory = %d", id)
 	}
 }
 
 func TestInodeRenameSubtree(t *testing.T) {
 	tab := newInodeTable()
-	d := tab.lookup(rootID, "d")
-	sub := tab.lookup(d, "sub")
-	f := tab.lookup(sub, "f")
-	g := tab.lookup(d, "g")
-	e := tab.lookup(rootID, "e")
+	d := tab.lookup(rootID, "d", Directory)
+	sub := tab.lookup(d, "sub", Directory)
+	f := tab.lookup(sub, "f", Directory)
+	g := tab.lookup(d, "g", Directory)
+	e := tab.lookup(rootID, "e", Directory)
 
 	// Move d into e under a new name: everything below follows.
 	tab.rename(rootID, "d", e, "moved")
@@ -97,7 +97,7 @@ func TestInodeRenameSubtree(t *testing.T) {
 		t.Errorf("childPath(root, d) = %q, %v", p, errno)
 	}
 	// The old name is free: a lookup of it is a new node.
-	if d2 := tab.lookup(rootID, "d"); d2 == d {
+	if d2 := tab.lookup(rootID, "d", Directory); d2 == d {
 		t.Errorf("the old name still maps to the moved node")
 	}
 
@@ -118,7 +118,7 @@ func TestInodeRenameSubtree(t *testing.T) {
 
 	// A rename the table never saw (the kernel did not hold the node)
 	// still frees the name it replaces.
-	x := tab.lookup(rootID, "x")
+	x := tab.lookup(rootID, "x", Directory)
 	tab.rename(rootID, "unknown", rootID, "x")
 	wantPath(t, tab, x, "no such file or directory")
 
@@ -128,16 +128,16 @@ func TestInodeRenameSubtree(t *testing.T) {
 	wantPath(t, tab, sub, "no such file or directory")
 
 	// Renaming to itself changes nothing.
-	y := tab.lookup(rootID, "y")
+	y := tab.lookup(rootID, "y", Directory)
 	tab.rename(rootID, "y", rootID, "y")
 	wantPath(t, tab, y, "/y")
 }
 
 func TestInodeRemove(t *testing.T) {
 	tab := newInodeTable()
-	d := tab.lookup(rootID, "d")
-	f := tab.lookup(d, "f")
-	g := tab.lookup(d, "g")
+	d := tab.lookup(rootID, "d", Directory)
+	f := tab.lookup(d, "f", Directory)
+	g := tab.lookup(d, "g", Directory)
 
 	// unlink f: its name is gone at once, the kernel still holds the id.
 	tab.remove(d, "f")
@@ -146,7 +146,7 @@ func TestInodeRemove(t *testing.T) {
 		t.Errorf("path of an unlinked node: %v, want ENOENT", errno)
 	}
 	// A new file of the same name is a new node.
-	f2 := tab.lookup(d, "f")
+	f2 := tab.lookup(d, "f", Directory)
 	if f2 == f {
 		t.Error("a new file under an unlinked name reuses its node")
 	}

@@ -53,7 +53,7 @@ func (d *dirHandles) remove(fh uint64) {
 }
 
 func (s *fileServer) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	path, code := s.path(in.NodeId)
+	path, code := s.typedPath(in.NodeId, Directory, syscall.ENOTDIR)
 	if !code.Ok() {
 		return code
 	}

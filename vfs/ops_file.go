@@ -15,16 +15,18 @@ func (s *fileServer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	if s.writable == nil && (in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0) {
 		return fuse.EROFS
 	}
-	path, code := s.path(in.NodeId)
+	path, code := s.filePath(in.NodeId)
 	if !code.Ok() {
 		return code
 	}
 	st, code := s.stat(cancel, path)
-	if !code.Ok() {
+	switch {
+	case !code.Ok():
 		return code
-	}
-	if st.Type == Directory {
+	case st.Type == Directory:
 		return fuse.Status(syscall.EISDIR)
+	case st.Type == Symlink:
+		return fuse.Status(syscall.ELOOP) // it became one behind the kernel's back
 	}
 	*out = fuse.OpenOut{OpenFlags: fuse.FOPEN_NOFLUSH}
 	if st.Size == 0 {
@@ -76,7 +78,7 @@ func (s *fileServer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 	if in.Offset > math.MaxInt64 {
 		return nil, fuse.EINVAL
 	}
-	path, code := s.path(in.NodeId)
+	path, code := s.filePath(in.NodeId)
 	if !code.Ok() {
 		return nil, code
 	}
@@ -99,7 +101,7 @@ func (s *fileServer) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 	if in.Offset > math.MaxInt64 {
 		return 0, fuse.EINVAL
 	}
-	path, code := s.path(in.NodeId)
+	path, code := s.filePath(in.NodeId)
 	if !code.Ok() {
 		return 0, code
 	}

@@ -95,9 +95,12 @@ func (s *fileServer) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, 
 	if code := s.requirePosix(); !code.Ok() {
 		return code
 	}
-	from, code := s.path(in.Oldnodeid)
-	if !code.Ok() {
-		return code
+	from, typ, errno := s.nodes.typedPath(in.Oldnodeid)
+	switch {
+	case errno != 0:
+		return fuse.Status(errno)
+	case typ == Directory:
+		return fuse.EPERM // link(2) on a directory; the kernel never asks
 	}
 	to, code := s.childPath(in.NodeId, name)
 	if !code.Ok() {
@@ -138,7 +141,7 @@ func (s *fileServer) Readlink(cancel <-chan struct{}, header *fuse.InHeader) ([]
 	if s.posix == nil {
 		return nil, fuse.EINVAL // no symlinks to read
 	}
-	path, code := s.path(header.NodeId)
+	path, code := s.typedPath(header.NodeId, Symlink, syscall.EINVAL)
 	if !code.Ok() {
 		return nil, code
 	}

@@ -32,7 +32,7 @@ func (s *fileServer) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name 
 // handOut gives the kernel the node for name in directory parent (one more
 // lookup on it), described by st.
 func (s *fileServer) handOut(parent uint64, name string, st Stat, out *fuse.EntryOut) fuse.Status {
-	id := s.nodes.lookup(parent, name)
+	id := s.nodes.lookup(parent, name, st.Type)
 	if id == 0 {
 		return fuse.ENOENT // the directory went away meanwhile
 	}
@@ -80,6 +80,9 @@ func (s *fileServer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fu
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		if in.Size > math.MaxInt64 {
 			return fuse.Status(syscall.EFBIG)
+		}
+		if path, code = s.filePath(in.NodeId); !code.Ok() {
+			return code
 		}
 		code = s.call(cancel, "truncate", path, func(ctx context.Context) (err error) {
 			st, err = s.writable.Truncate(ctx, path, int64(in.Size))

@@ -19,7 +19,10 @@ type Options struct {
 	// Default 128 KiB, at most 1 MiB.
 	MaxWrite int
 	// MaxInFlight bounds the requests served at once; the connection is
-	// not read further while that many are outstanding. Default 64.
+	// not read further while that many are outstanding. It also bounds
+	// the backend calls running at once, answered or not: one whose
+	// request was interrupted or timed out counts until it returns.
+	// Default 64.
 	MaxInFlight int
 	// Log receives one line per backend error that carries no errno, per
 	// backend timeout and per protocol oddity. Nil discards them.

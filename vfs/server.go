@@ -28,6 +28,14 @@ type fileServer struct {
 
 	nodes *inodeTable
 	dirs  *dirHandles
+
+	// calls holds one token per backend call running, Options.MaxInFlight
+	// at most. A request's slot in the session is freed when it is
+	// answered, which an interrupt or a timeout does before the backend
+	// returns; the backend's own slot is freed only when it returns, so a
+	// guest that interrupts everything it sends still gets no more than
+	// MaxInFlight backend calls at once.
+	calls chan struct{}
 }
 
 var _ fuse.RawFileSystem = (*fileServer)(nil)
@@ -41,6 +49,7 @@ func newFileServer(base context.Context, fsys FileSystem, opts Options, logger *
 		log:           logger,
 		nodes:         newInodeTable(),
 		dirs:          newDirHandles(),
+		calls:         make(chan struct{}, opts.MaxInFlight),
 	}
 	s.writable, _ = fsys.(WritableFileSystem)
 	s.posix, _ = fsys.(PosixFileSystem)
@@ -60,15 +69,25 @@ var (
 // closed), after Options.CallTimeout, or when Serve returns. call does not
 // wait for a backend that ignores its ctx: it answers the guest, and f's
 // late results are dropped, so f must only set variables that the caller
-// reads on success.
+// reads on success. f starts once fewer than Options.MaxInFlight backend
+// calls (answered or not) are running; the wait counts in CallTimeout and
+// can be interrupted.
 func (s *fileServer) call(cancel <-chan struct{}, op, path string, f func(ctx context.Context) error) fuse.Status {
 	ctx, stopTimer := context.WithTimeoutCause(s.base, s.opts.CallTimeout, errCallTimeout)
 	defer stopTimer()
 	ctx, interrupt := context.WithCancelCause(ctx)
 	defer interrupt(nil)
 
+	select {
+	case s.calls <- struct{}{}:
+	case <-cancel:
+		return fuse.EINTR
+	case <-ctx.Done():
+		return s.ended(ctx, op, path)
+	}
 	done := make(chan error, 1)
 	go func() {
+		defer func() { <-s.calls }() // last: after f, and after a panic
 		// A panicking backend fails its operation, not the process.
 		defer func() {
 			if r := recover(); r != nil {
@@ -84,11 +103,17 @@ func (s *fileServer) call(cancel <-chan struct{}, op, path string, f func(ctx co
 		interrupt(errInterrupted)
 		return fuse.EINTR
 	case <-ctx.Done():
-		if errors.Is(context.Cause(ctx), errCallTimeout) {
-			s.log.Printf("%s %s: backend did not answer within %v", op, path, s.opts.CallTimeout)
-		}
-		return fuse.EIO
+		return s.ended(ctx, op, path)
 	}
+}
+
+// ended is the status of a call whose ctx ended before the backend
+// answered: the call timed out, or Serve is returning.
+func (s *fileServer) ended(ctx context.Context, op, path string) fuse.Status {
+	if errors.Is(context.Cause(ctx), errCallTimeout) {
+		s.log.Printf("%s %s: backend did not answer within %v", op, path, s.opts.CallTimeout)
+	}
+	return fuse.EIO
 }
 
 // status maps a backend error to a FUSE status: its errno if it carries
@@ -151,6 +176,37 @@ func (s *fileServer) checkStat(path string, st Stat) fuse.Status {
 func (s *fileServer) path(id uint64) (string, fuse.Status) {
 	p, errno := s.nodes.path(id)
 	return p, fuse.Status(errno)
+}
+
+// filePath returns the path of a node the request reads or writes as a
+// file. The kernel sends such requests only for regular files (it resolves
+// symlinks itself), so a symlink node is ELOOP, as open(O_NOFOLLOW) says,
+// and a directory EISDIR: a backend must never get to read or write
+// through a symlink that the guest made.
+func (s *fileServer) filePath(id uint64) (string, fuse.Status) {
+	p, typ, errno := s.nodes.typedPath(id)
+	switch {
+	case errno != 0:
+		return "", fuse.Status(errno)
+	case typ == Symlink:
+		return "", fuse.Status(syscall.ELOOP)
+	case typ == Directory:
+		return "", fuse.Status(syscall.EISDIR)
+	}
+	return p, fuse.OK
+}
+
+// typedPath returns the path of a node that must be of type want, or
+// wrong.
+func (s *fileServer) typedPath(id uint64, want FileType, wrong syscall.Errno) (string, fuse.Status) {
+	p, typ, errno := s.nodes.typedPath(id)
+	switch {
+	case errno != 0:
+		return "", fuse.Status(errno)
+	case typ != want:
+		return "", fuse.Status(wrong)
+	}
+	return p, fuse.OK
 }
 
 func (s *fileServer) childPath(parent uint64, name string) (string, fuse.Status) {

@@ -33,6 +33,14 @@
 //	upstream unreachable                502
 //	Host/SNI disagrees (below)          421, middleware not called, nothing sent upstream
 //	CONNECT                             405
+//	TRACE                               405 (the origin would echo the injected headers)
+//
+// Hop-by-hop headers the guest sends (RFC 9110's, and those its
+// Connection header names) are hidden from the middleware and not
+// forwarded; the guest's Connection header itself is not forwarded either,
+// so naming a header the middleware set (Connection: Authorization) does
+// not remove it. An upgrade (Connection: Upgrade with Upgrade) and
+// "TE: trailers" go on.
 //
 // # Authority rule
 //

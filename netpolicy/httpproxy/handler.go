@@ -24,6 +24,7 @@ const (
 	msgDenied        = "network policy denied\n"
 	msgMisdirected   = "misdirected request: host does not match the connection's destination\n"
 	msgConnect       = "CONNECT is not served by a transparent proxy\n"
+	msgTrace         = "TRACE is not served: the origin would echo the headers the middleware added\n"
 	msgUntrusted     = "bad gateway: upstream certificate not trusted\n"
 	msgUnreachable   = "bad gateway: upstream unreachable\n"
 	msgUpstreamError = "bad gateway: upstream failed\n"
@@ -173,8 +174,12 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusMisdirectedRequest, msgMisdirected)
 		return
 	}
-	if r.Method == http.MethodConnect {
+	switch r.Method {
+	case http.MethodConnect:
 		plainError(w, http.StatusMethodNotAllowed, msgConnect)
+		return
+	case http.MethodTrace:
+		plainError(w, http.StatusMethodNotAllowed, msgTrace)
 		return
 	}
 	host := r.Host
@@ -229,19 +234,26 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The middleware's headers go upstream; the hop-by-hop ones are put
-	// back for ReverseProxy, which strips them itself (keeping an Upgrade
-	// and "TE: trailers").
+	// The middleware's headers go upstream. Of the guest's hop-by-hop
+	// headers, ReverseProxy needs back only what it forwards itself: an
+	// upgrade (Connection: Upgrade with Upgrade) and "TE: trailers". The
+	// guest's Connection header is not put back as it was: ReverseProxy
+	// would strip every header it names, and the guest would name the
+	// ones the middleware set (Connection: Authorization).
 	out := req.Header
 	if out == nil {
 		out = http.Header{}
 	}
-	for _, h := range hop {
+	out.Del("Connection")
+	for _, h := range []string{"Te", "Upgrade"} {
 		if _, ok := out[h]; !ok {
 			if v := r.Header.Values(h); len(v) > 0 {
 				out[h] = v
 			}
 		}
+	}
+	if out.Get("Upgrade") != "" && connectionHas(r.Header, "upgrade") {
+		out.Set("Connection", "Upgrade")
 	}
 	r.Header = out
 	fc.rp.ServeHTTP(w, r)
@@ -276,6 +288,18 @@ func urlAuthority(scheme, host string, port uint16) string {
 		return host
 	}
 	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
+
+// connectionHas reports whether h's Connection header names token.
+func connectionHas(h http.Header, token string) bool {
+	for _, v := range h.Values("Connection") {
+		for _, n := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(n), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hopHeaders returns the canonical names of the hop-by-hop headers

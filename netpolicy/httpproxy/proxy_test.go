@@ -782,3 +782,59 @@ func TestServeConnEndsWithContext(t *testing.T) {
 		t.Fatal("ServeConn did not return after ctx ended")
 	}
 }
+
+// rawExchange sends one cleartext request as written and returns the
+// response.
+func rawExchange(t *testing.T, h *harness, request string) *http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", h.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%q: %v", request, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// The guest cannot have the headers the middleware set removed by naming
+// them in Connection: they reach the origin.
+func TestConnectionCannotStripMiddlewareHeaders(t *testing.T) {
+	o := newOrigin(t, false, false, nil)
+	h := newHarness(t, o.addr(), "example.com", injector(nil), nil)
+	for _, extra := range []string{
+		"Connection: Authorization\r\n",
+		"Connection: keep-alive, authorization\r\nAuthorization: guest's own\r\n",
+		"Connection: Authorization\r\nConnection: close\r\n",
+	} {
+		resp := rawExchange(t, h, "GET /x HTTP/1.1\r\nHost: example.com\r\n"+extra+"\r\n")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%q: status %d", extra, resp.StatusCode)
+		}
+		if got := o.last().Header.Get("Authorization"); got != secret {
+			t.Errorf("%q: origin saw Authorization %q, want the middleware's", extra, got)
+		}
+	}
+}
+
+// TRACE would have the origin echo the request, injected credentials
+// included, back to the guest: it is refused like CONNECT.
+func TestTraceIs405(t *testing.T) {
+	o := newOrigin(t, false, false, nil)
+	h := newHarness(t, o.addr(), "example.com", injector(nil), nil)
+	resp := rawExchange(t, h, "TRACE / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("TRACE: status %d, want 405", resp.StatusCode)
+	}
+	if n := o.count(); n != 0 {
+		t.Errorf("the origin got %d requests", n)
+	}
+}

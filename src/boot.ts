@@ -93,7 +93,7 @@ export async function bootSandbox(
   options: CheckedBootOptions,
   consoleOutput: string | undefined = process.env.SANDBOX_CONSOLE_OUTPUT || undefined,
 ): Promise<SandboxInstance> {
-  const artifacts = readInstalledArtifacts(runtime.directory);
+  const artifacts = readInstalledArtifacts(runtime.directory, runtime.imageDirectories);
   const store = plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.writable : undefined;
   const image = builtInImage(artifacts, plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.base.name : plan.rootfs.name);
   const request: BootRequest = {

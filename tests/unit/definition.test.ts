@@ -29,7 +29,7 @@ const rejects = (options: unknown, reason: RegExp) =>
 
 describe("defineSandbox", () => {
   test("accepts every built-in name and applies the default resources", () => {
-    for (const name of ["alpine:3.23", "debian:13-slim"] as const) {
+    for (const name of ["alpine:3.23", "debian:13", "debian:13-slim"] as const) {
       const plan = checkDefinition({ rootfs: rootfs.builtIn(name) });
       assert.deepEqual([plan.cpus, plan.memoryMiB, plan.network], [1, 512, undefined]);
     }

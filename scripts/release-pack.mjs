@@ -21,7 +21,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { manifestProblems, packageFiles, platformDirectory, platformProblems, readJson, ROOT } from "./lib/packages.mjs";
+import { manifestProblems, packageFiles, readJson, releasePackages, ROOT } from "./lib/packages.mjs";
 
 /** A refusal with its reason; thrown so the staging directory is still removed. */
 class PackError extends Error {}
@@ -59,7 +59,7 @@ try {
 
   // The platform table, from the build that ships.
   const table = await import(pathToFileURL(join(stage, "dist/artifacts.js")).href);
-  const inconsistent = manifestProblems(table.PLATFORMS, table.platformPackageName);
+  const inconsistent = manifestProblems(table);
   if (inconsistent.length > 0) fail(`the manifests disagree with the platform table (src/artifacts.ts):\n  ${inconsistent.join("\n  ")}`);
 
   mkdirSync(out, { recursive: true });
@@ -71,17 +71,16 @@ try {
 
   const packed = [pack(stage, "root")];
   const skipped = [];
-  for (const platform of table.PLATFORMS) {
-    const directory = platformDirectory(platform.key);
-    const problems = [...platformProblems(platform, directory, table), ...catalogDigestProblems(directory)];
+  for (const { name, directory, problems: missing } of releasePackages(table)) {
+    const problems = [...missing, ...catalogDigestProblems(directory)];
     if (problems.length > 0) {
-      const reason = `${table.platformPackageName(platform.key)} is not built here:\n    ${problems.join("\n    ")}\n  (recipe: platform-packages/${platform.key}/README.md)`;
+      const reason = `${name} is not built here:\n    ${problems.join("\n    ")}\n  (recipe: ${relative(ROOT, directory)}/README.md)`;
       if (requireAll) fail(reason);
-      skipped.push({ name: table.platformPackageName(platform.key), problems });
+      skipped.push({ name, problems });
       console.error(`release:pack: skipped ${reason}`);
       continue;
     }
-    const result = pack(directory, platform.key);
+    const result = pack(directory, name);
     // What we ship must be exactly what link-current materialises for development.
     const ours = packageFiles(directory);
     const npms = result.files.map((f) => f.path).sort();

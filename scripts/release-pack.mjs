@@ -23,6 +23,21 @@ import { join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { manifestProblems, packageFiles, readJson, releasePackages, ROOT } from "./lib/packages.mjs";
 
+/**
+ * Size budget of a platform package, packed: every user downloads it, so it
+ * stays within what npm's maintainers call practical for one tarball
+ * (~120 MiB) with room for the addon and initrd to grow. An image that
+ * would take it past this ships in an image package of its own
+ * (docs/packaging.md).
+ */
+const PLATFORM_PACKED_BUDGET = 100e6;
+/**
+ * Beyond this, npmjs.org has been seen to refuse a publish (413 Payload Too
+ * Large, npm/cli#4794 at 229.9 MB, npm/documentation#1691 above 200 MB):
+ * said loudly for an image package, which has no smaller form yet.
+ */
+const REGISTRY_REFUSES_ABOVE = 200e6;
+
 /** A refusal with its reason; thrown so the staging directory is still removed. */
 class PackError extends Error {}
 
@@ -81,6 +96,13 @@ try {
       continue;
     }
     const result = pack(directory, name);
+    const isImage = table.IMAGE_PACKAGES.some((row) => table.imagePackageName(row.key) === name);
+    if (!isImage && result.size > PLATFORM_PACKED_BUDGET) {
+      fail(`${name} is ${mb(result.size)} packed, over the platform package budget of ${mb(PLATFORM_PACKED_BUDGET)}: move an image into an image package (IMAGE_PACKAGES in src/artifacts.ts)`);
+    }
+    if (isImage && result.size > REGISTRY_REFUSES_ABOVE) {
+      console.error(`release:pack: warning: ${name} is ${mb(result.size)} packed; npmjs.org has refused publishes above ~${mb(REGISTRY_REFUSES_ABOVE)} (docs/packaging.md)`);
+    }
     // What we ship must be exactly what link-current materialises for development.
     const ours = packageFiles(directory);
     const npms = result.files.map((f) => f.path).sort();

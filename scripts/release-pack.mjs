@@ -189,7 +189,7 @@ function catalogDigestProblems(directory) {
   const problems = [];
   for (const [name, entry] of Object.entries(readJson(catalogPath))) {
     const image = join(directory, "artifacts/images", entry.file);
-    if (!existsSync(image)) continue; // reported by platformProblems
+    if (!existsSync(image)) continue; // reported by releasePackages
     const digest = createHash("sha256").update(readFileSync(image)).digest("hex");
     if (digest !== entry.sha256) problems.push(`artifacts/images/${entry.file}: sha256 ${digest}, but the catalog says ${entry.sha256} for ${name}`);
   }

@@ -2,14 +2,20 @@
 # images/build.sh NAME OUTDIR
 #
 # Builds the built-in image whose recipe is images/NAME/ into
-#   OUTDIR/images/NAME.qcow2     ext4 (label sandbox-root), zstd-compressed qcow2
-#   OUTDIR/images/catalog.json   {"<image name>": {file, format, sha256, ...}},
-#                                merged with the entries already there
-# A recipe directory holds image.env (IMAGE_NAME, IMAGE_PLATFORM, IMAGE_ARCH)
-# and recipe.sh ROOTDIR, which writes ROOTDIR/rootfs, ROOTDIR/meta.json (merged
-# into the catalog entry) and ROOTDIR/source-date-epoch.
-# The finished image is cached by the hash of the recipe directory, this
-# script and mke2fs.conf; building one needs root (debootstrap), reusing it not.
+#   OUTDIR/images/NAME.qcow2       ext4 (label sandbox-root), zstd-compressed qcow2
+#   OUTDIR/images/NAME.facts.json  {name, file, sha256, sizeBytes,
+#                                  virtualSizeBytes, tools}: what the image is
+#   OUTDIR/images/catalog.json     {"<image name>": {file, format, sha256, ...}},
+#                                  merged with the entries already there
+# A recipe directory holds image.env (IMAGE_NAME, IMAGE_PLATFORM, IMAGE_ARCH,
+# and IMAGE_FROM when recipe.sh uses another recipe directory's files) and
+# recipe.sh ROOTDIR, which writes ROOTDIR/rootfs, ROOTDIR/meta.json (merged
+# into the catalog entry), ROOTDIR/source-date-epoch and, optionally,
+# ROOTDIR/tools.json (the facts' tools: {name: {package, version, command,
+# reports}}).
+# The finished image is cached by the hash of the recipe directory (and of
+# IMAGE_FROM's), this script and mke2fs.conf; building one needs root
+# (debootstrap), reusing it not.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -144,6 +150,11 @@ build_image() {
     --arg platform "$IMAGE_PLATFORM" --arg arch "$IMAGE_ARCH" \
     '{file: $file, format: "qcow2", sha256: $sha, virtualSizeBytes: $vsize,
       platform: $platform, arch: $arch} + .' "$work/meta.json" >"$entry/entry.json"
+  [[ -f $work/tools.json ]] || echo '{}' >"$work/tools.json"
+  jq --arg name "$IMAGE_NAME" --arg file "$RECIPE_NAME.qcow2" --arg sha "$sha" \
+    --argjson size "$(stat -c %s "$qcow")" --argjson vsize "$vsize" \
+    '{name: $name, file: $file, sha256: $sha, sizeBytes: $size, virtualSizeBytes: $vsize, tools: .}' \
+    "$work/tools.json" >"$entry/$RECIPE_NAME.facts.json"
   rm -rf --one-file-system "$work"
 }
 
@@ -171,14 +182,16 @@ main() {
   recipe_dir=$here/$RECIPE_NAME
   [[ -x $recipe_dir/recipe.sh && -f $recipe_dir/image.env ]] ||
     die "no image recipe $recipe_dir/{recipe.sh,image.env}"
+  IMAGE_FROM= # only the recipe's image.env may set it
   . "$recipe_dir/image.env"
   local files
-  mapfile -t files < <(find "$recipe_dir" -maxdepth 1 -type f | LC_ALL=C sort)
+  mapfile -t files < <(find "$recipe_dir" ${IMAGE_FROM:+"$here/$IMAGE_FROM"} -maxdepth 1 -type f | LC_ALL=C sort)
   need_pkgs jq
   CACHE_KEY=$(cache_key "$here/build.sh" "$here/mke2fs.conf" "${files[@]}")
   cache_build "images/$RECIPE_NAME" "$CACHE_KEY" build_image
   mkdir -p "$out/images"
   link_or_copy "$CACHE_ENTRY/$RECIPE_NAME.qcow2" "$out/images/$RECIPE_NAME.qcow2"
+  link_or_copy "$CACHE_ENTRY/$RECIPE_NAME.facts.json" "$out/images/$RECIPE_NAME.facts.json"
   merge_catalog "$out/images/catalog.json" "$CACHE_ENTRY/entry.json"
 }
 

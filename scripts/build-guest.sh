@@ -5,6 +5,9 @@
 #   PLATFORM_DIR/artifacts/kernel/{vmlinux,modules/,kernel.json}   kernel/build.sh
 #   PLATFORM_DIR/artifacts/kernel/initrd.cpio                      kernel/mkinitrd.sh
 #   PLATFORM_DIR/artifacts/images/{*.qcow2,catalog.json}           images/build.sh
+#   <image package>/artifacts/images/{*.qcow2,catalog.json}        images/build.sh
+# where an image package is the directory beside PLATFORM_DIR of an image
+# shipped in a package of its own (IMAGE_PACKAGES in src/artifacts.ts).
 # Kernel and images come from the cache when their recipes did not change
 # (see docs/artifacts.md); one line per step, details only on failure.
 set -euo pipefail
@@ -12,7 +15,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/scripts/lib-cache.sh"
 
-IMAGES=(debian-13-slim) # built-in images with a recipe buildable here
+# Built-in images with a recipe buildable here: into the platform package,
+# and (recipe:package directory) into packages of their own.
+IMAGES=(debian-13-slim)
+OWN_PACKAGE_IMAGES=(debian-13:image-debian-13-linux-x64)
 
 now_us() { printf '%s\n' "${EPOCHREALTIME/./}"; }
 
@@ -33,6 +39,9 @@ main() {
   step initrd "$root/kernel/mkinitrd.sh" "$init" "$out/kernel" "$out/kernel/initrd.cpio"
   for name in "${IMAGES[@]}"; do
     step "image $name" "$root/images/build.sh" "$name" "$out"
+  done
+  for name in "${OWN_PACKAGE_IMAGES[@]}"; do
+    step "image ${name%%:*}" "$root/images/build.sh" "${name%%:*}" "$(dirname "$2")/${name#*:}/artifacts"
   done
 }
 

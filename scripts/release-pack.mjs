@@ -21,7 +21,22 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { manifestProblems, packageFiles, platformDirectory, platformProblems, readJson, ROOT } from "./lib/packages.mjs";
+import { manifestProblems, packageFiles, readJson, releasePackages, ROOT } from "./lib/packages.mjs";
+
+/**
+ * Size budget of a platform package, packed: every user downloads it, so it
+ * stays within what npm's maintainers call practical for one tarball
+ * (~120 MiB) with room for the addon and initrd to grow. An image that
+ * would take it past this ships in an image package of its own
+ * (docs/packaging.md).
+ */
+const PLATFORM_PACKED_BUDGET = 100e6;
+/**
+ * Beyond this, npmjs.org has been seen to refuse a publish (413 Payload Too
+ * Large, npm/cli#4794 at 229.9 MB, npm/documentation#1691 above 200 MB):
+ * said loudly for an image package, which has no smaller form yet.
+ */
+const REGISTRY_REFUSES_ABOVE = 200e6;
 
 /** A refusal with its reason; thrown so the staging directory is still removed. */
 class PackError extends Error {}
@@ -59,7 +74,7 @@ try {
 
   // The platform table, from the build that ships.
   const table = await import(pathToFileURL(join(stage, "dist/artifacts.js")).href);
-  const inconsistent = manifestProblems(table.PLATFORMS, table.platformPackageName);
+  const inconsistent = manifestProblems(table);
   if (inconsistent.length > 0) fail(`the manifests disagree with the platform table (src/artifacts.ts):\n  ${inconsistent.join("\n  ")}`);
 
   mkdirSync(out, { recursive: true });
@@ -71,17 +86,23 @@ try {
 
   const packed = [pack(stage, "root")];
   const skipped = [];
-  for (const platform of table.PLATFORMS) {
-    const directory = platformDirectory(platform.key);
-    const problems = [...platformProblems(platform, directory, table), ...catalogDigestProblems(directory)];
+  for (const { name, directory, problems: missing } of releasePackages(table)) {
+    const problems = [...missing, ...catalogDigestProblems(directory)];
     if (problems.length > 0) {
-      const reason = `${table.platformPackageName(platform.key)} is not built here:\n    ${problems.join("\n    ")}\n  (recipe: platform-packages/${platform.key}/README.md)`;
+      const reason = `${name} is not built here:\n    ${problems.join("\n    ")}\n  (recipe: ${relative(ROOT, directory)}/README.md)`;
       if (requireAll) fail(reason);
-      skipped.push({ name: table.platformPackageName(platform.key), problems });
+      skipped.push({ name, problems });
       console.error(`release:pack: skipped ${reason}`);
       continue;
     }
-    const result = pack(directory, platform.key);
+    const result = pack(directory, name);
+    const isImage = table.IMAGE_PACKAGES.some((row) => table.imagePackageName(row.key) === name);
+    if (!isImage && result.size > PLATFORM_PACKED_BUDGET) {
+      fail(`${name} is ${mb(result.size)} packed, over the platform package budget of ${mb(PLATFORM_PACKED_BUDGET)}: move an image into an image package (IMAGE_PACKAGES in src/artifacts.ts)`);
+    }
+    if (isImage && result.size > REGISTRY_REFUSES_ABOVE) {
+      console.error(`release:pack: warning: ${name} is ${mb(result.size)} packed; npmjs.org has refused publishes above ~${mb(REGISTRY_REFUSES_ABOVE)} (docs/packaging.md)`);
+    }
     // What we ship must be exactly what link-current materialises for development.
     const ours = packageFiles(directory);
     const npms = result.files.map((f) => f.path).sort();
@@ -168,7 +189,7 @@ function catalogDigestProblems(directory) {
   const problems = [];
   for (const [name, entry] of Object.entries(readJson(catalogPath))) {
     const image = join(directory, "artifacts/images", entry.file);
-    if (!existsSync(image)) continue; // reported by platformProblems
+    if (!existsSync(image)) continue; // reported by releasePackages
     const digest = createHash("sha256").update(readFileSync(image)).digest("hex");
     if (digest !== entry.sha256) problems.push(`artifacts/images/${entry.file}: sha256 ${digest}, but the catalog says ${entry.sha256} for ${name}`);
   }

@@ -12,6 +12,10 @@
 //                                       virtualSizeBytes, platform, arch } }
 //   artifacts/images/<file>           the images the catalog names
 //
+// A built-in image too large to ride in the platform package has a package
+// of its own, @torkbot/sandbox-image-<key> (IMAGE_PACKAGES), with the same
+// artifacts/images/ layout; its catalog is merged with the platform's.
+//
 // Search order (first hit wins): $SANDBOX_PLATFORM_DIR; the installed
 // @torkbot/sandbox-<platform> package. Nothing else: a development checkout
 // gets the same layout an installed user has, materialised under
@@ -38,6 +42,17 @@ export const PLATFORMS = [
 ] as const;
 
 export const SUPPORTED_PLATFORMS: readonly string[] = PLATFORMS.map((platform) => platform.key);
+
+/**
+ * Built-in images shipped as packages of their own, the way esbuild ships
+ * platforms: optional dependencies of the root, installed where `os`/`cpu`
+ * match, each holding artifacts/images/{catalog.json,<image>}. An image goes
+ * here when it would take the platform package past the size budget
+ * (docs/packaging.md). `platforms`: the platform keys that boot it.
+ */
+export const IMAGE_PACKAGES = [
+  { key: "debian-13-linux-x64", image: "debian:13", os: "linux", cpu: "x64", platforms: ["linux-x64-gnu"] },
+] as const;
 export const ADDON_FILE = "sandbox.node";
 /** The libkrun helper, beside the addon (vmm/krun looks for it there). */
 export const HELPER_FILE = "sandbox-krun";
@@ -52,6 +67,10 @@ export function detectPlatformKey(): string {
 
 export function platformPackageName(platformKey: string): string {
   return `@torkbot/sandbox-${platformKey}`;
+}
+
+export function imagePackageName(imageKey: string): string {
+  return `@torkbot/sandbox-image-${imageKey}`;
 }
 
 export interface PlatformSearch {
@@ -101,6 +120,34 @@ export function findPlatformDirectory(search: PlatformSearch): string {
     return installed;
   }
   throw notInstalledError(search.platformKey, search.packageVersion);
+}
+
+/**
+ * The directories of the installed image packages this platform boots,
+ * resolved like the platform package (and held to the same exact version).
+ * One that is not installed is left out: booting its image then names it.
+ */
+export function findImagePackageDirectories(search: PlatformSearch): string[] {
+  const directories: string[] = [];
+  for (const row of IMAGE_PACKAGES) {
+    if (!(row.platforms as readonly string[]).includes(search.platformKey)) continue;
+    const packageName = imagePackageName(row.key);
+    let installed: string;
+    try {
+      installed = dirname(search.resolve(`${packageName}/package.json`));
+    } catch {
+      continue;
+    }
+    const found = installedVersion(installed);
+    if (search.packageVersion !== undefined && found !== search.packageVersion) {
+      throw codedError(
+        ErrorCodes.notInstalled,
+        `@torkbot/sandbox ${search.packageVersion} needs ${packageName}@${search.packageVersion}, but ${installed} holds version ${found ?? "(unreadable)"}: run npm install ${packageName}@${search.packageVersion}`,
+      );
+    }
+    directories.push(installed);
+  }
+  return directories;
 }
 
 function installedVersion(directory: string): string | undefined {
@@ -153,10 +200,18 @@ export interface InstalledArtifacts {
   readonly initrdPath: string;
   readonly imagesDirectory: string;
   readonly catalogPath: string;
+  /** Every installed image: the platform package's, then the image packages'. */
   readonly catalog: ReadonlyMap<string, CatalogImage>;
+  /** The catalog.json each image is listed in (its file is beside it). */
+  readonly catalogOf: ReadonlyMap<string, string>;
 }
 
-export function readInstalledArtifacts(directory: string): InstalledArtifacts {
+/**
+ * The platform directory's kernel, initrd and catalog, with the catalogs of
+ * the image packages in `imageDirectories` merged in (a name the platform
+ * package lists stays the platform package's).
+ */
+export function readInstalledArtifacts(directory: string, imageDirectories: readonly string[] = []): InstalledArtifacts {
   const required = (relative: string) => {
     const path = join(directory, relative);
     if (!existsSync(path)) {
@@ -167,14 +222,24 @@ export function readInstalledArtifacts(directory: string): InstalledArtifacts {
   const kernelPath = required("artifacts/kernel/vmlinux");
   const initrdPath = required("artifacts/kernel/initrd.cpio");
   const catalogPath = required("artifacts/images/catalog.json");
-  return {
-    directory,
-    kernelPath,
-    initrdPath,
-    imagesDirectory: dirname(catalogPath),
-    catalogPath,
-    catalog: parseCatalog(readFileSync(catalogPath, "utf8"), catalogPath),
+  const catalog = new Map<string, CatalogImage>();
+  const catalogOf = new Map<string, string>();
+  const merge = (path: string) => {
+    for (const [name, entry] of parseCatalog(readFileSync(path, "utf8"), path)) {
+      if (catalog.has(name)) continue;
+      catalog.set(name, entry);
+      catalogOf.set(name, path);
+    }
   };
+  merge(catalogPath);
+  for (const imageDirectory of imageDirectories) {
+    const path = join(imageDirectory, "artifacts/images/catalog.json");
+    if (!existsSync(path)) {
+      throw codedError(ErrorCodes.notInstalled, `the image package ${imageDirectory} is incomplete: artifacts/images/catalog.json is missing; reinstall it`);
+    }
+    merge(path);
+  }
+  return { directory, kernelPath, initrdPath, imagesDirectory: dirname(catalogPath), catalogPath, catalog, catalogOf };
 }
 
 function parseCatalog(text: string, catalogPath: string): ReadonlyMap<string, CatalogImage> {
@@ -221,19 +286,38 @@ export interface BuiltInImage {
   readonly base: string;
 }
 
+/**
+ * The built-in image to use instead of one no platform package ships, named
+ * in its "not installed" error: alpine:3.23 cannot be built without an
+ * Alpine mirror (images/alpine-3.23/README.md), debian:13 has its tool set.
+ */
+const INSTEAD: Readonly<Record<string, string>> = { "alpine:3.23": "debian:13" };
+
+function insteadHint(artifacts: InstalledArtifacts, name: string): string {
+  const ownPackage = IMAGE_PACKAGES.find((row) => row.image === name);
+  if (ownPackage !== undefined) {
+    return `; it ships in ${imagePackageName(ownPackage.key)}, an optional dependency of @torkbot/sandbox on ${ownPackage.platforms.join(", ")}: install it (and not with --omit=optional)`;
+  }
+  const instead = INSTEAD[name];
+  if (instead === undefined) return "";
+  const where = artifacts.catalog.has(instead) ? "installed here" : `built by images/${instead.replaceAll(":", "-")}`;
+  return `; rootfs.builtIn(${JSON.stringify(instead)}) has the same agent tool set (bash, git, node, npm, python3, pip, gh, ripgrep, jq, ffmpeg, imagemagick, poppler-utils, exiftool) and is ${where}`;
+}
+
 export function builtInImage(artifacts: InstalledArtifacts, name: string): BuiltInImage {
   const entry = artifacts.catalog.get(name);
   if (entry === undefined) {
     throw codedError(
       ErrorCodes.rootfsNotInstalled,
-      `built-in rootfs ${JSON.stringify(name)} is not installed in ${artifacts.directory}: build it with its recipe (images/${name.replaceAll(":", "-")}) or install a platform package that ships it`,
+      `built-in rootfs ${JSON.stringify(name)} is not installed in ${artifacts.directory}: build it with its recipe (images/${name.replaceAll(":", "-")}) or install a platform package that ships it${insteadHint(artifacts, name)}`,
     );
   }
-  const path = join(artifacts.imagesDirectory, entry.file);
+  const catalogPath = artifacts.catalogOf.get(name) ?? artifacts.catalogPath;
+  const path = join(dirname(catalogPath), entry.file);
   if (!existsSync(path)) {
     throw codedError(
       ErrorCodes.notInstalled,
-      `built-in rootfs ${JSON.stringify(name)} is listed in ${artifacts.catalogPath}, but its image ${path} is missing`,
+      `built-in rootfs ${JSON.stringify(name)} is listed in ${catalogPath}, but its image ${path} is missing`,
     );
   }
   return {

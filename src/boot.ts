@@ -88,7 +88,7 @@ export async function bootSandbox(
   options: CheckedBootOptions,
   settings: NativeSettings = readSettings(),
 ): Promise<SandboxInstance> {
-  const artifacts = readInstalledArtifacts(runtime.directory);
+  const artifacts = readInstalledArtifacts(runtime.directory, runtime.imageDirectories);
   const store = plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.writable : undefined;
   const image = builtInImage(artifacts, plan.rootfs.kind === "cow-rootfs" ? plan.rootfs.base.name : plan.rootfs.name);
   const request: BootRequest = {

@@ -4,7 +4,7 @@
 
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { ADDON_FILE, detectPlatformKey, findPlatformDirectory, type PlatformSearch } from "./artifacts.js";
+import { ADDON_FILE, detectPlatformKey, findImagePackageDirectories, findPlatformDirectory, type PlatformSearch } from "./artifacts.js";
 import { codedError, ErrorCodes } from "./errors.js";
 import { assertMacosSetup, ownVersion, readEntitlements, type EntitlementsReader } from "./macos.js";
 import { platformDirectoryOverride } from "./settings.js";
@@ -30,10 +30,11 @@ export interface NativeAddon {
   request(method: string, payload: Uint8Array, handler?: NativeEventHandler): Promise<Uint8Array>;
 }
 
-/** The loaded addon and the platform directory it came from. */
+/** The loaded addon, the platform directory it came from, and the installed image packages. */
 export interface NativeRuntime {
   readonly addon: NativeAddon;
   readonly directory: string;
+  readonly imageDirectories: readonly string[];
 }
 
 const require = createRequire(import.meta.url);
@@ -75,7 +76,8 @@ export interface RuntimeLoading {
 export function loadNativeRuntime(loading: RuntimeLoading): NativeRuntime {
   const directory = findPlatformDirectory(loading.search);
   assertMacosSetup(loading.platform, directory, loading.readEntitlements);
-  return { addon: loading.loadAddon(join(directory, ADDON_FILE)), directory };
+  const imageDirectories = findImagePackageDirectories(loading.search);
+  return { addon: loading.loadAddon(join(directory, ADDON_FILE)), directory, imageDirectories };
 }
 
 export function loadAddon(path: string): NativeAddon {

@@ -6,8 +6,11 @@
 
 import { invalidDefinition } from "./errors.js";
 
-/** The built-in images this project ships recipes for. */
-export const BUILT_IN_ROOTFS_NAMES = ["alpine:3.23", "debian:13-slim"] as const;
+/**
+ * The built-in image names. alpine:3.23 (0.6.0's) has no recipe that builds
+ * here; debian:13 carries its tool set, debian:13-slim only curl.
+ */
+export const BUILT_IN_ROOTFS_NAMES = ["alpine:3.23", "debian:13", "debian:13-slim"] as const;
 
 export type BuiltInRootfsName = (typeof BUILT_IN_ROOTFS_NAMES)[number];
 

@@ -10,10 +10,11 @@
 #   OUTDIR/source-date-epoch    the archive's Release date, for timestamps
 # Needs SANDBOX_DEBIAN_MIRROR and, optionally, SANDBOX_DEBIAN_SECURITY_MIRROR
 # (images/build.sh derives both from this machine's apt sources).
+# Sourced (by images/debian-13/recipe.sh, which starts from this tree), it
+# only defines its steps.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-. "$here/../../scripts/lib-cache.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib-cache.sh"
 
 SUITE=trixie
 ARCH=amd64 # the catalog's x64, whatever the build host is
@@ -142,4 +143,4 @@ main() {
   clean "$root"
 }
 
-main "$@"
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

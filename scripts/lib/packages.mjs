@@ -28,6 +28,39 @@ export function platformDirectory(key) {
   return join(ROOT, "platform-packages", key);
 }
 
+/** Where an image package (a row of IMAGE_PACKAGES) is built: beside the platform packages. */
+export function imagePackageDirectory(key) {
+  return join(ROOT, "platform-packages", `image-${key}`);
+}
+
+/**
+ * Every package of a release but the root, as { name, directory, problems }:
+ * the platform packages and the image packages, with what keeps each from
+ * being shipped (empty: complete).
+ */
+export function releasePackages(table) {
+  return [
+    ...table.PLATFORMS.map((platform) => {
+      const directory = platformDirectory(platform.key);
+      return { name: table.platformPackageName(platform.key), directory, problems: platformProblems(platform, directory, table) };
+    }),
+    ...table.IMAGE_PACKAGES.map((row) => {
+      const directory = imagePackageDirectory(row.key);
+      return { name: table.imagePackageName(row.key), directory, problems: catalogProblems(directory, [row.image]) };
+    }),
+  ];
+}
+
+/**
+ * The packages to materialise for development on platform `key`: its
+ * platform package and the image packages it boots.
+ */
+export function packagesFor(table, key) {
+  return releasePackages(table).filter(({ name }) =>
+    name === table.platformPackageName(key) ||
+    table.IMAGE_PACKAGES.some((row) => name === table.imagePackageName(row.key) && row.platforms.includes(key)));
+}
+
 /**
  * The files `npm pack` puts in the package at `directory`, relative to it:
  * package.json, README/LICENSE files, and what the `files` field names.
@@ -79,15 +112,27 @@ export function platformProblems(platform, directory, { HELPER_FILE, ADDON_FILE 
   if (platform.helperRequired) need(HELPER_FILE, "the libkrun helper this platform boots with");
   need("artifacts/kernel/vmlinux", "the guest kernel");
   need("artifacts/kernel/initrd.cpio", "the initrd");
+  return [...problems, ...catalogProblems(directory, [])];
+}
+
+/**
+ * What is wrong with a package's artifacts/images/: no catalog, an empty
+ * one, a listed image or its facts file missing, or one of `required`
+ * names not listed.
+ */
+function catalogProblems(directory, required) {
   const catalogPath = join(directory, "artifacts/images/catalog.json");
-  if (!existsSync(catalogPath)) {
-    problems.push("artifacts/images/catalog.json is missing (the built-in image catalog)");
-  } else {
-    const catalog = readJson(catalogPath);
-    if (Object.keys(catalog).length === 0) problems.push("artifacts/images/catalog.json lists no image");
-    for (const [name, entry] of Object.entries(catalog)) {
-      if (!existsSync(join(directory, "artifacts/images", entry.file))) {
-        problems.push(`artifacts/images/${entry.file} is missing (image ${name} of the catalog)`);
+  if (!existsSync(catalogPath)) return ["artifacts/images/catalog.json is missing (the built-in image catalog)"];
+  const problems = [];
+  const catalog = readJson(catalogPath);
+  if (Object.keys(catalog).length === 0) problems.push("artifacts/images/catalog.json lists no image");
+  for (const name of required) {
+    if (catalog[name] === undefined) problems.push(`artifacts/images/catalog.json does not list ${name}`);
+  }
+  for (const [name, entry] of Object.entries(catalog)) {
+    for (const file of [entry.file, entry.file.replace(/\.qcow2$/, ".facts.json")]) {
+      if (!existsSync(join(directory, "artifacts/images", file))) {
+        problems.push(`artifacts/images/${file} is missing (image ${name} of the catalog)`);
       }
     }
   }
@@ -95,15 +140,18 @@ export function platformProblems(platform, directory, { HELPER_FILE, ADDON_FILE 
 }
 
 /**
- * Differences between the manifests on disk and the platform table: each
- * platform package's name/version/os/cpu/libc, and the root's exact
+ * Differences between the manifests on disk and the tables of
+ * src/artifacts.ts: each platform package's name/version/os/cpu/libc, each
+ * image package's name/version/os/cpu, and the root's exact
  * optionalDependencies. Empty when consistent.
  */
-export function manifestProblems(platforms, platformPackageName) {
+export function manifestProblems({ PLATFORMS: platforms, IMAGE_PACKAGES: images, platformPackageName, imagePackageName }) {
   const root = readJson(join(ROOT, "package.json"));
   const problems = [];
   const expectedOptional = Object.fromEntries(
-    platforms.map((p) => [platformPackageName(p.key), root.version]).sort(([a], [b]) => a.localeCompare(b)),
+    [...platforms.map((p) => platformPackageName(p.key)), ...images.map((i) => imagePackageName(i.key))]
+      .map((name) => [name, root.version])
+      .sort(([a], [b]) => a.localeCompare(b)),
   );
   if (JSON.stringify(root.optionalDependencies ?? {}) !== JSON.stringify(expectedOptional)) {
     problems.push(`package.json optionalDependencies should be ${JSON.stringify(expectedOptional)} (exact versions, sorted), is ${JSON.stringify(root.optionalDependencies)}`);
@@ -115,11 +163,7 @@ export function manifestProblems(platforms, platformPackageName) {
       continue;
     }
     const manifest = readJson(path);
-    const expect = (field, actual, wanted) => {
-      if (JSON.stringify(actual) !== JSON.stringify(wanted)) {
-        problems.push(`${path}: ${field} should be ${JSON.stringify(wanted)}, is ${JSON.stringify(actual)}`);
-      }
-    };
+    const expect = fieldCheck(path, problems);
     expect("name", manifest.name, platformPackageName(platform.key));
     expect("version", manifest.version, root.version);
     expect("os", manifest.os, [platform.os]);
@@ -128,5 +172,30 @@ export function manifestProblems(platforms, platformPackageName) {
     expect("license", manifest.license, root.license);
     if (manifest.scripts !== undefined) problems.push(`${path}: a platform package has no scripts (nothing may run at install)`);
   }
+  for (const image of images) {
+    const path = join(imagePackageDirectory(image.key), "package.json");
+    if (!existsSync(path)) {
+      problems.push(`${path} is missing`);
+      continue;
+    }
+    const manifest = readJson(path);
+    const expect = fieldCheck(path, problems);
+    expect("name", manifest.name, imagePackageName(image.key));
+    expect("version", manifest.version, root.version);
+    expect("os", manifest.os, [image.os]);
+    expect("cpu", manifest.cpu, [image.cpu]);
+    expect("files", manifest.files, ["artifacts/images/"]);
+    expect("license", manifest.license, root.license);
+    if (manifest.scripts !== undefined) problems.push(`${path}: an image package has no scripts (nothing may run at install)`);
+  }
   return problems;
+}
+
+/** expect(field, actual, wanted) for the manifest at `path`, pushing a line per mismatch. */
+function fieldCheck(path, problems) {
+  return (field, actual, wanted) => {
+    if (JSON.stringify(actual) !== JSON.stringify(wanted)) {
+      problems.push(`${path}: ${field} should be ${JSON.stringify(wanted)}, is ${JSON.stringify(actual)}`);
+    }
+  };
 }

@@ -12,58 +12,8 @@ import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { defineSandbox, fs, rootfs } from "@torkbot/sandbox";
 import { LogBlockStore } from "./fixtures/log-block-store.mjs";
+import { MemoryBlockStore } from "./fixtures/memory-block-store.mjs";
 import { childProcesses, eventually } from "./helpers.mjs";
-
-/**
- * A memory store that keeps the ordering guarantee's ideal shape: write()
- * stages blocks, flush() applies them all at once, so `durable` only ever
- * holds what a flush completed.
- */
-class MemoryBlockStore {
-  blockSize = 4096;
-  durable = new Map();
-  #staged = new Map();
-  failWrites = false;
-  contexts = [];
-  calls = { list: 0, read: 0, write: 0, flush: 0 };
-
-  async list(context) {
-    this.contexts.push(context);
-    this.calls.list++;
-    return [...this.durable.keys()];
-  }
-  async read({ start, count }, context) {
-    this.contexts.push(context);
-    this.calls.read++;
-    const chunks = [];
-    for (let i = 0n; i < BigInt(count); i++) {
-      const data = this.durable.get(start + i);
-      if (data !== undefined) chunks.push({ start: start + i, data });
-    }
-    return chunks;
-  }
-  async write(chunks, context) {
-    this.contexts.push(context);
-    if (this.failWrites) throw new Error("injected write failure: the bucket is unreachable");
-    this.calls.write++;
-    for (const { start, data } of chunks) {
-      assert.equal(data.length % this.blockSize, 0, "write() gets whole blocks");
-      for (let i = 0; i < data.length / this.blockSize; i++) {
-        this.#staged.set(start + BigInt(i), data.slice(i * this.blockSize, (i + 1) * this.blockSize));
-      }
-    }
-  }
-  async flush(context) {
-    this.contexts.push(context);
-    this.calls.flush++;
-    for (const [index, data] of this.#staged) this.durable.set(index, data);
-    this.#staged.clear();
-  }
-  /** The durable blocks as one comparable string per block. */
-  snapshot() {
-    return new Map([...this.durable].map(([index, data]) => [index, Buffer.from(data).toString("base64")]));
-  }
-}
 
 const store = new MemoryBlockStore();
 const cow = () => defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: store }) });

@@ -3,6 +3,8 @@
 // (no registry: it points at a closed port), and then
 //   - the seed README's code, compiled with TypeScript, boots a real VM on
 //     Node 20, 22 and 24;
+//   - both built-in images boot from the installed packages: debian:13-slim
+//     from the platform package, debian:13 from its own image package;
 //   - a file using every exported type passes `tsc --noEmit`;
 //   - CommonJS `require()` sees the same exports;
 //   - without the platform package, the first boot() names what to install;
@@ -26,6 +28,9 @@ const FIXTURES = fileURLToPath(new URL("fixtures/", import.meta.url));
 const TSC = join(ROOT, "node_modules/typescript/bin/tsc");
 const PLATFORM = "linux-x64-gnu";
 const PLATFORM_PACKAGE = `@torkbot/sandbox-${PLATFORM}`;
+const IMAGE_PACKAGE = "@torkbot/sandbox-image-debian-13-linux-x64";
+// The platform package budget release:pack enforces (docs/packaging.md).
+const PLATFORM_PACKED_BUDGET = 100e6;
 const VERSION = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
 // Nothing listens there: any registry request fails at once instead of
 // reaching the network (on top of --offline).
@@ -116,6 +121,13 @@ describe("the npm package", { skip }, () => {
     }
     // Build by-products the runtime never reads stay out (the initrd holds the modules).
     assert.ok(!platformFiles.some((f) => f.startsWith("artifacts/kernel/modules/")), "kernel modules would ship");
+    assert.ok(platformFiles.includes("artifacts/images/debian-13-slim.qcow2"));
+    const image = report.packed.find((p) => p.name === IMAGE_PACKAGE);
+    assert.ok(image, `release:pack did not pack ${IMAGE_PACKAGE}`);
+    assert.deepEqual(image.files.map((f) => f.path).sort(), [
+      "README.md", "artifacts/images/catalog.json", "artifacts/images/debian-13.facts.json", "artifacts/images/debian-13.qcow2", "package.json",
+    ]);
+    assert.ok(platform.size <= PLATFORM_PACKED_BUDGET, `${PLATFORM_PACKAGE} is ${platform.size} bytes packed, over the ${PLATFORM_PACKED_BUDGET} budget`);
     for (const p of report.packed) {
       t.diagnostic(`${p.name}: ${p.size} bytes packed, ${p.unpackedSize} unpacked, ${p.files.length} files`);
       for (const f of p.files.filter((f) => f.size > 1_000_000)) t.diagnostic(`  ${f.path}: ${f.size} bytes`);
@@ -155,14 +167,19 @@ describe("the npm package", { skip }, () => {
     }
   });
 
-  test("a fresh project installs the tarballs with npm install --offline, no registry and no install scripts", () => {
+  test("a fresh project installs the tarballs with npm install --offline, no registry and no install scripts", (t) => {
     // overrides: the platform package comes in through the root package's
     // optionalDependencies edge, as from the registry; only the tarball is local.
-    project = newProject("fresh-project", { overrides: { [PLATFORM_PACKAGE]: `file:${tarball(PLATFORM_PACKAGE)}` } });
+    project = newProject("fresh-project", {
+      overrides: { [PLATFORM_PACKAGE]: `file:${tarball(PLATFORM_PACKAGE)}`, [IMAGE_PACKAGE]: `file:${tarball(IMAGE_PACKAGE)}` },
+    });
+    const started = Date.now();
     npmInstall(project, [tarball("@torkbot/sandbox")]);
+    t.diagnostic(`npm install --offline of the packed tarballs (cold cache): ${Date.now() - started} ms`);
     const installed = join(project, "node_modules/@torkbot");
     assert.ok(existsSync(join(installed, "sandbox/dist/index.js")));
     assert.ok(existsSync(join(installed, "sandbox-linux-x64-gnu/sandbox.node")));
+    assert.ok(existsSync(join(installed, "sandbox-image-debian-13-linux-x64/artifacts/images/debian-13.qcow2")));
     assert.ok(!existsSync(join(installed, "sandbox-darwin-arm64")), "another platform's package was installed");
     // `sandbox` is 0.6.0's bin name; `torkbot-sandbox` is kept as an alias.
     assert.ok(existsSync(join(project, "node_modules/.bin/sandbox")));
@@ -187,6 +204,15 @@ describe("the npm package", { skip }, () => {
       assert.equal(result.stdout, "hello from the host\n");
       t.diagnostic(`Node ${node.version}: boot + exec + close in ${Date.now() - started} ms`);
     }
+  });
+
+  test("debian:13-slim and debian:13 both boot from the installed packages", { timeout: 600_000 }, () => {
+    copyFileSync(join(FIXTURES, "both-images.mjs"), join(project, "both-images.mjs"));
+    const env = { ...process.env, SANDBOX_PLATFORM_DIR: "" };
+    const { stdout } = ok(process.execPath, [join(project, "both-images.mjs")], { cwd: project, env, timeout: 600_000 });
+    const result = JSON.parse(stdout.trim().split("\n").at(-1));
+    assert.match(result["debian:13-slim"], /^curl \d+\.\d+/);
+    assert.match(result["debian:13"], /^v24\.\d+\.\d+ 11\.\d+\.\d+ git version /);
   });
 
   test("tsc --noEmit passes on a file that uses every exported type", () => {

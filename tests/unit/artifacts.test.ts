@@ -10,6 +10,7 @@ import { after, describe, test } from "node:test";
 import {
   builtInImage,
   detectPlatformKey,
+  findImagePackageDirectories,
   findPlatformDirectory,
   readInstalledArtifacts,
   type PlatformSearch,
@@ -156,11 +157,60 @@ describe("installed artifacts", () => {
     const artifacts = readInstalledArtifacts(directory);
     assert.throws(() => builtInImage(artifacts, "alpine:3.23"), {
       code: "ERR_SANDBOX_ROOTFS_NOT_INSTALLED",
-      message: `built-in rootfs "alpine:3.23" is not installed in ${directory}: build it with its recipe (images/alpine-3.23) or install a platform package that ships it`,
+      message: `built-in rootfs "alpine:3.23" is not installed in ${directory}: build it with its recipe (images/alpine-3.23) or install a platform package that ships it; rootfs.builtIn("debian:13") has the same agent tool set (bash, git, node, npm, python3, pip, gh, ripgrep, jq, ffmpeg, imagemagick, poppler-utils, exiftool) and is built by images/debian-13`,
     });
+    const withTools = readInstalledArtifacts(layout({ "debian:13-slim": entry, "debian:13": { ...entry, file: "debian-13.qcow2" } }));
+    assert.throws(() => builtInImage(withTools, "alpine:3.23"), { message: /rootfs\.builtIn\("debian:13"\) has the same agent tool set .* and is installed here$/ });
     assert.throws(() => builtInImage(artifacts, "debian:13-slim"), {
       code: "ERR_SANDBOX_NOT_INSTALLED",
       message: /listed in .*catalog\.json, but its image .*debian-13-slim\.qcow2 is missing/,
+    });
+  });
+
+  test("an image package's catalog is merged, and its image resolves inside that package", () => {
+    const platform = layout({ "debian:13-slim": entry });
+    writeFileSync(join(platform, "artifacts/images/debian-13-slim.qcow2"), "");
+    const imagePackage = temp();
+    mkdirSync(join(imagePackage, "artifacts/images"), { recursive: true });
+    const toolsSha = "fedcba9876543210".repeat(4);
+    writeFileSync(join(imagePackage, "artifacts/images/catalog.json"), JSON.stringify({
+      "debian:13": { ...entry, file: "debian-13.qcow2", sha256: toolsSha },
+      "debian:13-slim": { ...entry, sha256: toolsSha }, // the platform package's entry wins
+    }));
+    writeFileSync(join(imagePackage, "artifacts/images/debian-13.qcow2"), "");
+    const artifacts = readInstalledArtifacts(platform, [imagePackage]);
+    assert.deepEqual(builtInImage(artifacts, "debian:13"), {
+      path: join(imagePackage, "artifacts/images/debian-13.qcow2"),
+      base: `built-in:debian:13:qcow2:linux:arm64:sha256:${toolsSha}`,
+    });
+    assert.equal(builtInImage(artifacts, "debian:13-slim").path, join(platform, "artifacts/images/debian-13-slim.qcow2"));
+    assert.equal(builtInImage(artifacts, "debian:13-slim").base, `built-in:debian:13-slim:qcow2:linux:arm64:sha256:${SHA}`);
+    assert.throws(() => readInstalledArtifacts(platform, [temp()]), { code: "ERR_SANDBOX_NOT_INSTALLED", message: /image package .* is incomplete: artifacts\/images\/catalog\.json is missing/ });
+  });
+
+  test("debian:13 not installed names its image package", () => {
+    const artifacts = readInstalledArtifacts(layout({ "debian:13-slim": entry }));
+    assert.throws(() => builtInImage(artifacts, "debian:13"), {
+      code: "ERR_SANDBOX_ROOTFS_NOT_INSTALLED",
+      message: /is not installed in .*; it ships in @torkbot\/sandbox-image-debian-13-linux-x64, an optional dependency of @torkbot\/sandbox on linux-x64-gnu: install it \(and not with --omit=optional\)$/,
+    });
+  });
+
+  test("image packages are found for this platform only, at this package's exact version", () => {
+    const image = temp();
+    writeFileSync(join(image, "package.json"), JSON.stringify({ name: "@torkbot/sandbox-image-debian-13-linux-x64", version: "0.6.0" }));
+    const requested: string[] = [];
+    const resolve = (specifier: string) => {
+      requested.push(specifier);
+      return join(image, "package.json");
+    };
+    assert.deepEqual(findImagePackageDirectories(search({ packageVersion: "0.6.0", resolve })), [image]);
+    assert.deepEqual(requested, ["@torkbot/sandbox-image-debian-13-linux-x64/package.json"]);
+    assert.deepEqual(findImagePackageDirectories(search({ packageVersion: "0.6.0" })), [], "not installed: left out");
+    assert.deepEqual(findImagePackageDirectories(search({ platformKey: "darwin-arm64", resolve })), [], "an x64 image on arm64");
+    assert.throws(() => findImagePackageDirectories(search({ packageVersion: "0.7.0", resolve })), {
+      code: "ERR_SANDBOX_NOT_INSTALLED",
+      message: `@torkbot/sandbox 0.7.0 needs @torkbot/sandbox-image-debian-13-linux-x64@0.7.0, but ${image} holds version 0.6.0: run npm install @torkbot/sandbox-image-debian-13-linux-x64@0.7.0`,
     });
   });
 

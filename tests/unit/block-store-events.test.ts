@@ -153,7 +153,7 @@ describe("one store, one running sandbox", () => {
     const directory = platformDirectory();
     const { store } = memoryStore(4096);
     const addon = new FakeNativeAddon();
-    const first = await bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined));
+    const first = await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined));
     assert.deepEqual(addon.callsOf("boot")[0]?.rootDisk, {
       path: join(directory, "artifacts/images/debian-13-slim.qcow2"),
       format: "qcow2",
@@ -161,15 +161,15 @@ describe("one store, one running sandbox", () => {
       base: `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`,
       blockSize: 4096,
     });
-    await assert.rejects(bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined)), {
+    await assert.rejects(bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined)), {
       code: "ERR_SANDBOX_STORE_IN_USE",
       message: /attached to a sandbox that is still running in this process: close\(\) that sandbox/,
     });
     assert.equal(addon.callsOf("boot").length, 1, "the second boot never reached the addon");
     // Another store is independent.
-    await (await bootSandbox({ addon, directory }, plan(memoryStore(4096).store), checkBootOptions(undefined))).close();
+    await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(memoryStore(4096).store), checkBootOptions(undefined))).close();
     await first.close();
-    const again = await bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined));
+    const again = await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined));
     await again.close();
 
     const failing = new FakeNativeAddon({
@@ -177,8 +177,8 @@ describe("one store, one running sandbox", () => {
         throw codedFailure("ERR_SANDBOX_BLOCK_STORE", "block store list() failed: offline");
       },
     });
-    await assert.rejects(bootSandbox({ addon: failing, directory }, plan(store), checkBootOptions(undefined)), { code: "ERR_SANDBOX_BLOCK_STORE" });
-    await (await bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined))).close();
+    await assert.rejects(bootSandbox({ addon: failing, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined)), { code: "ERR_SANDBOX_BLOCK_STORE" });
+    await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined))).close();
   });
 
   test("a close that rejects still lets the store go", async () => {
@@ -189,9 +189,9 @@ describe("one store, one running sandbox", () => {
         throw codedFailure("ERR_SANDBOX_BLOCK_STORE", "the copy-on-write root disk was not persisted");
       },
     });
-    const lane = await bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined));
+    const lane = await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined));
     await assert.rejects(lane.close(), { code: "ERR_SANDBOX_BLOCK_STORE" });
     addon.on("close", () => ({}));
-    await (await bootSandbox({ addon, directory }, plan(store), checkBootOptions(undefined))).close();
+    await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined))).close();
   });
 });

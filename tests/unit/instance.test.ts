@@ -324,7 +324,7 @@ describe("boot request", () => {
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
     const options = checkBootOptions({ mounts: { "/workspace/": fs.virtual(fs.memory()), "/mnt": fs.virtual(fs.memory()) }, cwd: "/workspace" });
     const settings = readSettings({ NODE_EXTRA_CA_CERTS: "/tmp/extra-ca.pem", SANDBOX_CONSOLE_OUTPUT: "/tmp/console.log", HOME: "/h" });
-    const lane = await bootSandbox({ addon, directory }, plan({ network: network.policy(() => undefined) }), options, settings);
+    const lane = await bootSandbox({ addon, directory, imageDirectories: [] }, plan({ network: network.policy(() => undefined) }), options, settings);
     assert.deepEqual(addon.callsOf("boot")[0], {
       kernel: join(directory, "artifacts/kernel/vmlinux"),
       initrd: join(directory, "artifacts/kernel/initrd.cpio"),
@@ -346,7 +346,7 @@ describe("boot request", () => {
 
   test("no network policy means no NIC; no console output unless asked", async () => {
     const addon = new FakeNativeAddon();
-    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan(), checkBootOptions(undefined), readSettings({ HOME: "/h" }));
+    await bootSandbox({ addon, directory: platformDirectory(debian), imageDirectories: [] }, plan(), checkBootOptions(undefined), readSettings({ HOME: "/h" }));
     const request = addon.callsOf("boot")[0] ?? {};
     assert.equal(request.network, false);
     assert.equal((request.settings as { consoleOutput?: unknown }).consoleOutput, "");
@@ -356,10 +356,10 @@ describe("boot request", () => {
   test("a built-in missing from the installed catalog names the recipe", async () => {
     const directory = platformDirectory(debian);
     await assert.rejects(
-      bootSandbox({ addon: new FakeNativeAddon(), directory }, plan({ rootfs: rootfs.builtIn("alpine:3.23") }), checkBootOptions(undefined)),
+      bootSandbox({ addon: new FakeNativeAddon(), directory, imageDirectories: [] }, plan({ rootfs: rootfs.builtIn("alpine:3.23") }), checkBootOptions(undefined)),
       {
         code: "ERR_SANDBOX_ROOTFS_NOT_INSTALLED",
-        message: `built-in rootfs "alpine:3.23" is not installed in ${directory}: build it with its recipe (images/alpine-3.23) or install a platform package that ships it`,
+        message: `built-in rootfs "alpine:3.23" is not installed in ${directory}: build it with its recipe (images/alpine-3.23) or install a platform package that ships it; rootfs.builtIn("debian:13") has the same agent tool set (bash, git, node, npm, python3, pip, gh, ripgrep, jq, ffmpeg, imagemagick, poppler-utils, exiftool) and is built by images/debian-13`,
       },
     );
   });
@@ -368,7 +368,7 @@ describe("boot request", () => {
     const writable = { blockSize: 4096, list: async () => [], read: async () => [], write: async () => undefined };
     const addon = new FakeNativeAddon();
     const cow = rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable });
-    await bootSandbox({ addon, directory: platformDirectory(debian) }, plan({ rootfs: cow }), checkBootOptions(undefined));
+    await bootSandbox({ addon, directory: platformDirectory(debian), imageDirectories: [] }, plan({ rootfs: cow }), checkBootOptions(undefined));
     const rootDisk = addon.callsOf("boot")[0]?.rootDisk as { readOnly: boolean; base: string };
     assert.equal(rootDisk.readOnly, false);
     assert.equal(rootDisk.base, `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`);
@@ -378,11 +378,11 @@ describe("boot request", () => {
     const timeout = codedFailure("ERR_SANDBOX_BOOT_TIMEOUT", "guest did not report ready");
     const directory = platformDirectory(debian);
     await assert.rejects(
-      bootSandbox({ addon: new FakeNativeAddon({ boot: () => { throw timeout; } }), directory }, plan(), checkBootOptions(undefined)),
+      bootSandbox({ addon: new FakeNativeAddon({ boot: () => { throw timeout; } }), directory, imageDirectories: [] }, plan(), checkBootOptions(undefined)),
       (error) => error === timeout,
     );
     await assert.rejects(
-      bootSandbox({ addon: new FakeNativeAddon({ boot: () => ({ id: "7" }) }), directory }, plan(), checkBootOptions(undefined)),
+      bootSandbox({ addon: new FakeNativeAddon({ boot: () => ({ id: "7" }) }), directory, imageDirectories: [] }, plan(), checkBootOptions(undefined)),
       { code: "ERR_SANDBOX_PROTOCOL" },
     );
   });

@@ -107,9 +107,9 @@ describe("boot() sends the settings of its own call", () => {
     const saved = process.env.SANDBOX_CONSOLE_OUTPUT;
     try {
       delete process.env.SANDBOX_CONSOLE_OUTPUT;
-      await (await bootSandbox({ addon, directory }, plan, checkBootOptions(undefined))).close();
+      await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan, checkBootOptions(undefined))).close();
       process.env.SANDBOX_CONSOLE_OUTPUT = "/tmp/console.log";
-      await (await bootSandbox({ addon, directory }, plan, checkBootOptions(undefined))).close();
+      await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan, checkBootOptions(undefined))).close();
     } finally {
       if (saved === undefined) delete process.env.SANDBOX_CONSOLE_OUTPUT;
       else process.env.SANDBOX_CONSOLE_OUTPUT = saved;

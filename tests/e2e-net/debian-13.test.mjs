@@ -1,19 +1,21 @@
-// The debian:13 image's git and npm through a network policy, in a real VM:
-// `git clone` over smart HTTP (git http-backend) and `npm install` from an
-// npm registry, both HTTPS origins on this namespace's loopback that answer
+// The debian:13 image's git, npm and apt through a network policy, in a real
+// VM: `git clone` over smart HTTP (git http-backend), `npm install` and
+// `npm i -g` from an npm registry, and `apt-get install` from an apt
+// repository, all HTTPS origins on this namespace's loopback that answer
 // only requests carrying a token. The token is added by a
 // matchHttp(...).accept(middleware) on the host; the guest never has it, and
 // its git and npm trust the interception CA through the image's own store.
 // Runs only inside the network namespace tests/e2e-net/run.sh makes.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
-import { npmTarball } from "../e2e/fixtures/agent-files.mjs";
+import { debPackage, npmTarball } from "../e2e/fixtures/agent-files.mjs";
 import { pki } from "./pki.mjs";
 
 const ORIGIN = "198.51.100.10";
@@ -88,7 +90,23 @@ function bareRepository(dir) {
   return join(dir, "repos");
 }
 
-describe("debian:13's git and npm through HTTP interception", () => {
+/**
+ * A flat apt repository (`deb URI ./`) holding one package: its Packages
+ * index made by the host's dpkg-scanpackages, and an unsigned Release that
+ * names the index by SHA256 (the guest's source says trusted=yes).
+ * Returns the repository's files by name.
+ */
+function aptRepository(dir, deb) {
+  const repo = join(dir, "apt");
+  mkdirSync(repo);
+  writeFileSync(join(repo, deb.file), deb.bytes);
+  const packages = execFileSync("dpkg-scanpackages", ["--multiversion", "."], { cwd: repo, stdio: ["ignore", "pipe", "ignore"] });
+  const sha256 = createHash("sha256").update(packages).digest("hex");
+  const release = `Date: ${new Date().toUTCString()}\nSHA256:\n ${sha256} ${packages.length} Packages\n`;
+  return { [deb.file]: deb.bytes, Packages: packages, Release: Buffer.from(release) };
+}
+
+describe("debian:13's git, npm and apt through HTTP interception", () => {
   const seen = [];
   let dir;
   let server;
@@ -100,6 +118,7 @@ describe("debian:13's git and npm through HTTP interception", () => {
     const tls = pki(dir, "forge", HOST);
     const repos = bareRepository(dir);
     const tarball = npmTarball(dir, "greet", "1.0.0");
+    const apt = aptRepository(dir, debPackage(dir, "torkbot-apt", "installed from the apt origin"));
     const registry = `https://${HOST}:${PORT}/npm`;
     const packument = {
       name: "greet",
@@ -117,6 +136,8 @@ describe("debian:13's git and npm through HTTP interception", () => {
       }
       const path = new URL(req.url, "https://origin.invalid").pathname;
       if (path.startsWith("/git/")) return git(req, res);
+      const aptFile = path.startsWith("/apt/") ? apt[path.slice("/apt/".length).replace(/^\.\//, "")] : undefined;
+      if (aptFile !== undefined) return res.writeHead(200, { "content-type": "application/octet-stream" }).end(aptFile);
       if (path === "/npm/greet") return res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(packument));
       if (path === `/npm/greet/-/${tarball.file}`) return res.writeHead(200, { "content-type": "application/octet-stream" }).end(tarball.bytes);
       res.writeHead(404).end("no such package\n");
@@ -163,11 +184,33 @@ describe("debian:13's git and npm through HTTP interception", () => {
   });
 
   it("npm installs from the registry origin, trusting the interception CA", async () => {
-    // The root is read-only: npm's cache goes to the tmpfs.
+    // npm's cache on the tmpfs keeps the ephemeral root's changes small.
     const out = await run(`mkdir -p /tmp/app && cd /tmp/app && npm init -y >/dev/null
       npm install --no-audit --no-fund --registry https://${HOST}:${PORT}/npm/ greet
       node -e 'console.log(require("greet").greet("the registry"))'`, { npm_config_cache: "/tmp/npm-cache", npm_config_update_notifier: "false" });
     assert.match(out, /hello the registry from greet@1\.0\.0\n$/);
     assert.ok(seen.some((r) => r.path === "/npm/greet/-/greet-1.0.0.tgz" && r.authorization === `Bearer ${TOKEN}`));
+  });
+
+  // The built-in root is writable under a network policy (as in 0.6.0), so
+  // global installs land where they would on any machine.
+  it("npm i -g installs from the registry origin into /usr/local", async () => {
+    const out = await run(`npm install -g --no-audit --no-fund --registry https://${HOST}:${PORT}/npm/ greet
+      node -e 'console.log(require("/usr/local/lib/node_modules/greet").greet("a global install"))'`, { npm_config_cache: "/tmp/npm-cache", npm_config_update_notifier: "false" });
+    assert.match(out, /hello a global install from greet@1\.0\.0\n$/);
+  });
+
+  it("apt-get installs from an apt repository origin", async () => {
+    // Only this origin's source: the image's own point at mirrors the
+    // namespace cannot reach.
+    const out = await run(`mkdir -p /tmp/apt-parts
+      echo "deb [trusted=yes] https://${HOST}:${PORT}/apt ./" > /tmp/e2e.list
+      opts=(-o Dir::Etc::SourceList=/tmp/e2e.list -o Dir::Etc::SourceParts=/tmp/apt-parts)
+      apt-get "\${opts[@]}" -q update >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get "\${opts[@]}" -q -y install torkbot-apt >/dev/null
+      dpkg-query -W -f '\${Status}\n' torkbot-apt
+      torkbot-apt`);
+    assert.equal(out, "install ok installed\ninstalled from the apt origin\n");
+    assert.ok(seen.some((r) => r.path.endsWith("/torkbot-apt_1.0_all.deb") && r.authorization === `Bearer ${TOKEN}`));
   });
 });

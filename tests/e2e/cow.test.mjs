@@ -5,7 +5,7 @@
 // killing the host process, with a store on disk (fixtures/log-block-store).
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -13,26 +13,13 @@ import { fileURLToPath } from "node:url";
 import { defineSandbox, fs, rootfs } from "@torkbot/sandbox";
 import { LogBlockStore } from "./fixtures/log-block-store.mjs";
 import { MemoryBlockStore } from "./fixtures/memory-block-store.mjs";
+import { debPackage } from "./fixtures/agent-files.mjs";
 import { childProcesses, eventually } from "./helpers.mjs";
 
 const store = new MemoryBlockStore();
 const cow = () => defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: store }) });
 
 /** A small .deb built on the host with dpkg-deb: one script in /usr/local/bin. */
-function buildDeb(dir) {
-  const root = join(dir, "pkg");
-  mkdirSync(join(root, "DEBIAN"), { recursive: true });
-  mkdirSync(join(root, "usr/local/bin"), { recursive: true });
-  writeFileSync(
-    join(root, "DEBIAN/control"),
-    "Package: torkbot-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: e2e <e2e@example.invalid>\nDescription: persisted across boots\n",
-  );
-  writeFileSync(join(root, "usr/local/bin/torkbot-hello"), "#!/bin/sh\necho hello from a persisted package\n", { mode: 0o755 });
-  const deb = join(dir, "torkbot-hello.deb");
-  execFileSync("dpkg-deb", ["--root-owner-group", "--build", root, deb], { stdio: "pipe" });
-  return readFileSync(deb);
-}
-
 async function ok(lane, script, options) {
   const r = await lane.exec("sh", ["-c", script], options);
   assert.equal(r.exitCode, 0, `${script}: ${r.stderr}`);
@@ -47,7 +34,7 @@ describe("copy-on-write root", () => {
   });
 
   it("persists a synced file and a dpkg-installed package into the next boot", async () => {
-    const deb = buildDeb(work);
+    const deb = debPackage(work, "torkbot-hello", "hello from a persisted package").bytes;
     const lane = await cow().boot({ mounts: { "/mnt": fs.virtual(fs.memory({ files: { "/torkbot-hello.deb": deb } })) } });
     try {
       assert.match(await ok(lane, "mount"), /^\/dev\/vda on \/ type ext4 \(rw,/m);

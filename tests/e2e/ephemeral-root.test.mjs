@@ -4,32 +4,18 @@
 // read-only. Real VMs through the public API; the policy denies every flow
 // and no test sends traffic.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { defineSandbox, fs, network, rootfs } from "@torkbot/sandbox";
+import { debPackage } from "./fixtures/agent-files.mjs";
 import { childProcesses } from "./helpers.mjs";
 
 const withPolicy = () =>
   defineSandbox({ rootfs: rootfs.builtIn("debian:13-slim"), network: network.policy(() => {}) });
 
 /** A tiny .deb built on the host: one script in /usr/local/bin. */
-function buildDeb(dir) {
-  const root = join(dir, "pkg");
-  mkdirSync(join(root, "DEBIAN"), { recursive: true });
-  mkdirSync(join(root, "usr/local/bin"), { recursive: true });
-  writeFileSync(
-    join(root, "DEBIAN/control"),
-    "Package: torkbot-ephemeral\nVersion: 1.0\nArchitecture: all\nMaintainer: e2e <e2e@example.invalid>\nDescription: installed on an ephemeral root\n",
-  );
-  writeFileSync(join(root, "usr/local/bin/torkbot-ephemeral"), "#!/bin/sh\necho hello from an ephemeral package\n", { mode: 0o755 });
-  const deb = join(dir, "torkbot-ephemeral.deb");
-  execFileSync("dpkg-deb", ["--root-owner-group", "--build", root, deb], { stdio: "pipe" });
-  return readFileSync(deb);
-}
-
 async function ok(lane, script) {
   const r = await lane.exec("sh", ["-c", script]);
   assert.equal(r.exitCode, 0, `${script}: ${r.stderr}`);
@@ -44,7 +30,7 @@ describe("ephemeral root under a network policy", () => {
   });
 
   it("takes dpkg -i and writes to /root and /usr/local, and the next boot is pristine", async () => {
-    const deb = buildDeb(work);
+    const deb = debPackage(work, "torkbot-ephemeral", "hello from an ephemeral package").bytes;
     const lane = await withPolicy().boot({ mounts: { "/mnt": fs.virtual(fs.memory({ files: { "/torkbot-ephemeral.deb": deb } })) } });
     try {
       assert.match(await ok(lane, "mount"), / on \/ type ext4 \(rw,/m);

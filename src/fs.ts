@@ -77,6 +77,17 @@ export type SandboxWritableFileSystemSource = {
   readonly fileSystem: SandboxPosixFileSystem;
 };
 
+/**
+ * Mounts `fileSystem` in the guest, which calls its methods with guest paths.
+ *
+ * The guest is hostile. A backend over a host directory must never follow
+ * host symlinks: `stat` must describe a link itself (`lstat`, type
+ * `"symlink"`), and no method may resolve a path through a link, or a link
+ * the guest made (`symlink("/etc", "l")`) would reach outside the
+ * directory. The host refuses file I/O on a node that `stat` called a
+ * symlink and names under a non-directory (docs/security.md), but it can
+ * only trust what `stat` says.
+ */
 function virtual(fileSystem: SandboxPosixFileSystem): SandboxWritableFileSystemSource;
 function virtual(fileSystem: SandboxFileSystem): SandboxFileSystemSource;
 function virtual(fileSystem: SandboxFileSystem): SandboxFileSystemSource {

@@ -170,6 +170,16 @@ extend_provenance() {
   mv "$out/meta.json.new" "$out/meta.json"
 }
 
+# The locale is C.UTF-8, as the profile of 0.6.0's Alpine image made it: a
+# login shell (every command run with a cwd: sh -l) sets LANG from
+# /etc/profile.d; /etc/default/locale says the same to what reads it.
+set_locale() {
+  local root=$1
+  printf 'LANG=C.UTF-8\n' >"$root/etc/default/locale"
+  printf 'export LANG="${LANG:-C.UTF-8}"\n' >"$root/etc/profile.d/locale.sh"
+  chmod 0644 "$root/etc/default/locale" "$root/etc/profile.d/locale.sh"
+}
+
 # Caches of the tools run during the build, beyond what the slim clean removes.
 clean_tools() {
   local root=$1
@@ -188,6 +198,7 @@ main() {
   enter_chroot "$root"
   install_packages "$root"
   install_node "$root" "$out/npm"
+  set_locale "$root"
   write_tools "$root" "$out"
   unchroot
   extend_provenance "$out"

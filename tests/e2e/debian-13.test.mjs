@@ -113,7 +113,10 @@ describe("the debian:13 image", () => {
     it("has the agent directories, the C.UTF-8 locale and no package caches", async () => {
       assert.equal(await ok(lane, "for d in /workspace /mnt /tmp; do test -d $d && echo $d; done"), "/workspace\n/mnt\n/tmp\n");
       assert.match(await ok(lane, "locale -a"), /^C\.utf8$/m);
-      assert.equal(await ok(lane, `python3 -c 'import locale, sys; print(locale.getpreferredencoding(), sys.getfilesystemencoding())'`), "UTF-8 utf-8\n");
+      // A command with a cwd runs in a login shell (0.6.0's `cd` then
+      // `exec`), whose profile sets the image's locale.
+      const utf8 = `echo "$LANG"; python3 -c 'import locale, sys; print(locale.getpreferredencoding(), sys.getfilesystemencoding())'`;
+      assert.equal(await ok(lane, utf8, { cwd: "/tmp" }), "C.UTF-8\nUTF-8 utf-8\n");
       assert.equal(await ok(lane, "find /var/lib/apt/lists /var/cache/apt /var/log/apt /var/tmp -type f ! -name lock"), "");
       assert.equal(await ok(lane, "ls -A /root"), ".bashrc\n.profile\n"); // no .npm, .cache or .config left by the build
       assert.equal(await ok(lane, "find /usr/share/man /usr/share/info /usr/share/doc -type f ! -name copyright | wc -l"), "0\n");

@@ -52,11 +52,24 @@ type DialFunc func(ctx context.Context, network, address string) (net.Conn, erro
 // AttemptTimeout bounds one exchange with one resolver.
 const AttemptTimeout = 5 * time.Second
 
+// MaxTTL caps the TTL of every record the sandbox resolver hands the
+// guest, and so the lifetime of the pins its answers make: a guest must not
+// keep using an answer longer than the host keeps the name it pinned, and
+// an upstream must not make a pin outlive every sweep.
+const MaxTTL = 3600
+
 // Exchange sends q over network ("udp" or "tcp") to each resolver in turn
-// until one answers, and returns that answer. The answer's ID is q's.
+// until one answers, and returns that answer: its ID is q's, its question
+// is q's (a resolver that answers another question is skipped), and its
+// TTLs are at most MaxTTL. The guest's CD (checking disabled) bit is not
+// forwarded, so a validating resolver validates whatever the guest asks.
 func Exchange(ctx context.Context, dial DialFunc, network string, resolvers []netip.AddrPort, q *mdns.Msg) (*mdns.Msg, error) {
 	if len(resolvers) == 0 {
 		return nil, ErrNoResolvers
+	}
+	if q.CheckingDisabled {
+		q = q.Copy()
+		q.CheckingDisabled = false
 	}
 	var errs []error
 	for _, r := range resolvers {
@@ -95,8 +108,35 @@ func exchangeOne(ctx context.Context, dial DialFunc, network string, resolver ne
 			return nil, fmt.Errorf("read answer from %s: %w", resolver, err)
 		}
 		// Over UDP a stray datagram with another ID is skipped.
-		if resp.Id == q.Id && resp.Response {
-			return resp, nil
+		if resp.Id != q.Id || !resp.Response {
+			continue
+		}
+		if !sameQuestion(resp, q) {
+			return nil, fmt.Errorf("answer from %s is for another question", resolver)
+		}
+		capTTLs(resp, MaxTTL)
+		return resp, nil
+	}
+}
+
+// sameQuestion reports whether resp answers q's one question (names
+// compared as DNS does, without case).
+func sameQuestion(resp, q *mdns.Msg) bool {
+	if len(resp.Question) != 1 {
+		return false
+	}
+	a, b := resp.Question[0], q.Question[0]
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(mdns.Fqdn(a.Name), mdns.Fqdn(b.Name))
+}
+
+// capTTLs lowers every record's TTL in m to at most ttl. The OPT
+// pseudo-record is left alone: its TTL field holds EDNS flags.
+func capTTLs(m *mdns.Msg, ttl uint32) {
+	for _, sec := range [][]mdns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if h := rr.Header(); h.Rrtype != mdns.TypeOPT && h.Ttl > ttl {
+				h.Ttl = ttl
+			}
 		}
 	}
 }
@@ -151,10 +191,13 @@ func (p *Pins) Lookup(a netip.Addr) string {
 	return e.host
 }
 
-// Record pins every A and AAAA record of resp (answer and additional
-// sections) to a hostname: the question's name for addresses reached
-// through the CNAME chain that starts at it, the record's own name for the
-// others. Names are lowercased, without the final dot.
+// Record pins to the question's name the A and AAAA records of resp's
+// answer section that the question's CNAME chain reaches (the question's
+// name, or a name a CNAME of the chain points to). Nothing else is pinned:
+// records for other names, and the additional section, are what a
+// resolver (or whoever forged its answer) chose to add, and would let one
+// answer claim addresses for names the guest never asked about. Names are
+// lowercased, without the final dot.
 func (p *Pins) Record(resp *mdns.Msg) {
 	if resp == nil || resp.Rcode != mdns.RcodeSuccess {
 		return
@@ -186,29 +229,27 @@ func (p *Pins) Record(resp *mdns.Msg) {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, sec := range [][]mdns.RR{resp.Answer, resp.Extra} {
-		for _, rr := range sec {
-			var ip net.IP
-			switch r := rr.(type) {
-			case *mdns.A:
-				ip = r.A
-			case *mdns.AAAA:
-				ip = r.AAAA
-			default:
-				continue
-			}
-			a, ok := netip.AddrFromSlice(ip)
-			if !ok {
-				continue
-			}
-			owner := canonical(rr.Header().Name)
-			host, ok := alias[owner]
-			if !ok {
-				host = owner
-			}
-			life := max(time.Duration(rr.Header().Ttl)*time.Second, MinPinLifetime)
-			p.putLocked(a.Unmap(), pin{host: strings.TrimSuffix(host, "."), expires: now.Add(life)}, now)
+	for _, rr := range resp.Answer {
+		var ip net.IP
+		switch r := rr.(type) {
+		case *mdns.A:
+			ip = r.A
+		case *mdns.AAAA:
+			ip = r.AAAA
+		default:
+			continue
 		}
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		host, ok := alias[canonical(rr.Header().Name)]
+		if !ok {
+			continue // not on the question's chain
+		}
+		ttl := min(time.Duration(rr.Header().Ttl), MaxTTL) * time.Second
+		life := max(ttl, MinPinLifetime)
+		p.putLocked(a.Unmap(), pin{host: strings.TrimSuffix(host, "."), expires: now.Add(life)}, now)
 	}
 }
 

@@ -80,9 +80,9 @@ func TestPinsRecord(t *testing.T) {
 		"198.51.100.10":        "www.example.test",
 		"::ffff:198.51.100.10": "www.example.test",
 		"2001:db8::10":         "www.example.test",
-		"198.51.100.11":        "other.test",
-		"198.51.100.12":        "www.example.test",
-		"198.51.100.13":        "ns.test",
+		"198.51.100.11":        "", // another name in the answer: not the question's
+		"198.51.100.12":        "", // additional section: not an answer
+		"198.51.100.13":        "",
 		"198.51.100.99":        "",
 	} {
 		if got := p.Lookup(netip.MustParseAddr(addr)); got != want {
@@ -100,6 +100,20 @@ func TestPinsRecord(t *testing.T) {
 	}
 	if got := p.Lookup(netip.MustParseAddr("2001:db8::10")); got != "www.example.test" {
 		t.Errorf("TTL 3600 expired early: %q", got)
+	}
+	// A TTL past MaxTTL pins for MaxTTL only.
+	long := new(mdns.Msg)
+	long.SetQuestion("long.test.", mdns.TypeA)
+	long.Response = true
+	long.Answer = []mdns.RR{mustRR(t, "long.test. 2147483647 IN A 198.51.100.30")}
+	p.Record(long)
+	now = now.Add(dns.MaxTTL*time.Second - time.Second)
+	if got := p.Lookup(netip.MustParseAddr("198.51.100.30")); got != "long.test" {
+		t.Errorf("before MaxTTL: %q", got)
+	}
+	now = now.Add(2 * time.Second)
+	if got := p.Lookup(netip.MustParseAddr("198.51.100.30")); got != "" {
+		t.Errorf("a pin outlived MaxTTL: %q", got)
 	}
 	// Failed answers pin nothing.
 	r2 := r.Copy()

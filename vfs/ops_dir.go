@@ -140,7 +140,7 @@ func (s *fileServer) list(cancel <-chan struct{}, path string) ([]DirEntry, fuse
 	listing = append(listing, DirEntry{".", Directory}, DirEntry{"..", Directory})
 	for _, e := range entries {
 		if checkName(e.Name) != 0 || (e.Type != File && e.Type != Directory && e.Type != Symlink) {
-			s.log.Printf("list %s: dropping entry %q (%v)", path, e.Name, e.Type)
+			s.log.Printf("list %q: dropping entry %q (%v)", path, e.Name, e.Type)
 			continue
 		}
 		listing = append(listing, e)

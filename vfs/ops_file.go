@@ -114,7 +114,7 @@ func (s *fileServer) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 		return 0, code
 	}
 	if n < 0 || n > len(data) {
-		s.log.Printf("write %s: backend wrote %d of %d bytes", path, n, len(data))
+		s.log.Printf("write %q: backend wrote %d of %d bytes", path, n, len(data))
 		return 0, fuse.EIO
 	}
 	return uint32(n), fuse.OK

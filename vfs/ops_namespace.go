@@ -154,7 +154,7 @@ func (s *fileServer) Readlink(cancel <-chan struct{}, header *fuse.InHeader) ([]
 		return nil, code
 	}
 	if len(target) > maxSymlinkTarget {
-		s.log.Printf("readlink %s: target of %d bytes", path, len(target))
+		s.log.Printf("readlink %q: target of %d bytes", path, len(target))
 		return nil, fuse.EIO
 	}
 	return []byte(target), fuse.OK

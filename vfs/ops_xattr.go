@@ -67,7 +67,7 @@ func (s *fileServer) ListXAttr(cancel <-chan struct{}, header *fuse.InHeader, de
 	var list []byte
 	for _, name := range names {
 		if !checkXattrName(name).Ok() {
-			s.log.Printf("listxattr %s: dropping name %q", path, name)
+			s.log.Printf("listxattr %q: dropping name %q", path, name)
 			continue
 		}
 		list = append(append(list, name...), 0)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/torkbot/sandbox/guesttext"
 )
 
 // fileServer answers decoded FUSE operations (go-fuse's RawFileSystem) with
@@ -111,7 +113,7 @@ func (s *fileServer) call(cancel <-chan struct{}, op, path string, f func(ctx co
 // answered: the call timed out, or Serve is returning.
 func (s *fileServer) ended(ctx context.Context, op, path string) fuse.Status {
 	if errors.Is(context.Cause(ctx), errCallTimeout) {
-		s.log.Printf("%s %s: backend did not answer within %v", op, path, s.opts.CallTimeout)
+		s.log.Printf("%s %q: backend did not answer within %v", op, path, s.opts.CallTimeout)
 	}
 	return fuse.EIO
 }
@@ -125,7 +127,7 @@ func (s *fileServer) status(op, path string, err error) fuse.Status {
 	if errno, ok := errnoOf(err); ok {
 		return fuse.Status(errno)
 	}
-	s.log.Printf("%s %s: %v", op, path, err)
+	s.log.Printf("%s %q: %s", op, path, guesttext.Printable(err.Error()))
 	return fuse.EIO
 }
 
@@ -166,7 +168,7 @@ func (s *fileServer) stat(cancel <-chan struct{}, path string) (Stat, fuse.Statu
 
 func (s *fileServer) checkStat(path string, st Stat) fuse.Status {
 	if st.Type != File && st.Type != Directory && st.Type != Symlink {
-		s.log.Printf("stat %s: backend returned %v", path, st.Type)
+		s.log.Printf("stat %q: backend returned %v", path, st.Type)
 		return fuse.EIO
 	}
 	return fuse.OK

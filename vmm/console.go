@@ -1,6 +1,10 @@
 package vmm
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/torkbot/sandbox/guesttext"
+)
 
 // ConsoleTail keeps the last bytes a guest wrote to its console, so errors
 // about a dead or stuck guest can show what it said last.
@@ -24,7 +28,8 @@ func (t *ConsoleTail) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// String returns the kept bytes, starting at a line boundary when one is kept.
+// String returns the kept bytes, starting at a line boundary when one is
+// kept, made printable (guesttext): the guest wrote them.
 func (t *ConsoleTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -37,5 +42,5 @@ func (t *ConsoleTail) String() string {
 			}
 		}
 	}
-	return string(b)
+	return guesttext.Printable(string(b))
 }

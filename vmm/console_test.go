@@ -33,3 +33,11 @@ func TestConsoleTail(t *testing.T) {
 		})
 	}
 }
+
+func TestConsoleTailIsPrintable(t *testing.T) {
+	tail := vmm.NewConsoleTail(64)
+	tail.Write([]byte("panic\x1b]0;title\x07\n"))
+	if got := tail.String(); got != `panic\x1b]0;title\x07`+"\n" {
+		t.Errorf("ConsoleTail.String() = %q: the guest's bytes must come out escaped", got)
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/guesttext"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/vfs"
@@ -387,7 +388,7 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 		switch {
 		case errors.As(r.err, &refused):
 			// Init could not do the setup (e.g. install the CA).
-			err = &BootError{Reason: refused.Message, ConsoleTail: tail.String()}
+			err = &BootError{Reason: guesttext.Printable(refused.Message), ConsoleTail: tail.String()}
 		case errors.Is(bootCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 			err = &BootTimeoutError{After: cfg.BootTimeout, ConsoleTail: tail.String()}
 		case machineExited(machine):

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -52,6 +53,14 @@ type fsRequest struct {
 var nextAbortID atomic.Uint64
 
 func (f *jsFileSystem) call(ctx context.Context, req fsRequest, data []byte) ([]byte, error) {
+	// JavaScript strings cannot hold arbitrary bytes: JSON would turn every
+	// invalid UTF-8 sequence into U+FFFD, so names the guest tells apart
+	// would reach the filesystem as one. Such names are refused instead.
+	for _, name := range [...]string{req.Path, req.To, req.Target, req.Name} {
+		if !utf8.ValidString(name) {
+			return nil, syscall.EILSEQ
+		}
+	}
 	req.Mount = f.mount
 	head, err := json.Marshal(req)
 	if err != nil {

@@ -123,6 +123,13 @@ describe("mounts", () => {
     assert.match(r.stdout, /task\.txt\/x.?: Not a directory/);
   });
 
+  it("refuses file names that are not UTF-8, which JavaScript could not tell apart", async () => {
+    const before = await workspace.list("/");
+    const r = await lane.exec("bash", ["-c", "touch $'bad-\\xff' 2>&1; touch $'bad-\\xfe' 2>&1; mkdir $'dir-\\xc3' 2>&1; true"]);
+    assert.equal(r.stdout.match(/Invalid or incomplete multibyte or wide character/g)?.length, 3, r.stdout);
+    assert.deepEqual(await workspace.list("/"), before, "nothing was created on the host");
+  });
+
   it("mounts a filesystem without write methods read-only", async () => {
     const r = await lane.exec("sh", ["-c", "cat /mnt/readme.txt; touch /mnt/new 2>&1; echo rc=$?"]);
     assert.match(r.stdout, /^read only\n/);

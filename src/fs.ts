@@ -65,6 +65,13 @@ export interface SandboxPosixFileSystem extends SandboxWritableFileSystem {
 export interface MemoryFileSystemOptions {
   /** Seed files by absolute path; parent directories are created. Strings are UTF-8. */
   readonly files?: Readonly<Record<string, string | Uint8Array>>;
+  /**
+   * The most it holds, in bytes (default 1 GiB): file contents, symlink
+   * targets and xattr values, plus 1 KiB for each entry and xattr. Past it,
+   * writes, growing truncates and new entries or xattrs fail whole with
+   * ENOSPC (the guest sees "No space left on device").
+   */
+  readonly maxBytes?: number;
 }
 
 export type SandboxFileSystemSource = {

@@ -10,6 +10,13 @@
 // itself (lstat, lsetxattr semantics). As in 0.6.0, a path without a
 // leading "/" is taken from the root, and messages that 0.6.0 had keep its
 // text (the errno `code` is this package's addition).
+//
+// The guest is hostile and this filesystem lives in the host process, so
+// what it holds is bounded by a quota (`maxBytes`): file contents at their
+// size, symlink targets and xattr values at their length, and METADATA_BYTES
+// for every directory entry and xattr, so a flood of empty files or xattrs
+// runs out too. An operation past the quota fails whole with ENOSPC and
+// changes nothing; unlinking (the last link) and shrinking give it back.
 
 import { codedError } from "./errors.js";
 import type {
@@ -21,6 +28,8 @@ import type {
 
 interface NodeBase {
   modifiedAtMs: number;
+  /** Directory entries naming this node; its contents are freed with the last. */
+  links: number;
   readonly xattrs: Map<string, Uint8Array>;
 }
 interface FileNode extends NodeBase {
@@ -59,6 +68,7 @@ const ERRNO_MESSAGE = {
   EINVAL: "invalid argument",
   ELOOP: "too many levels of symbolic links",
   EPERM: "operation not permitted",
+  ENOSPC: "no space left on device",
 } as const;
 
 function fail(code: keyof typeof ERRNO_MESSAGE, subject: string): never {
@@ -77,10 +87,29 @@ const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const textEncoder = new TextEncoder();
 
+/**
+ * Charged per directory entry and per xattr beside its name and contents:
+ * about what the objects behind an entry cost the host (a node, its maps, a
+ * name of up to NAME_MAX bytes), so the quota also caps the entry count.
+ */
+const METADATA_BYTES = 1024;
+/**
+ * 1 GiB: far above what a workspace of sources and dependencies takes (and
+ * at most ~1M entries), yet one guest cannot take the host process's memory.
+ */
+const DEFAULT_MEMORY_FS_MAX_BYTES = 1024 ** 3;
+
 export class MemoryFileSystem implements SandboxPosixFileSystem {
   readonly #root = newDirectory();
+  readonly #maxBytes: number;
+  #usedBytes = 0;
 
   constructor(options: MemoryFileSystemOptions = {}) {
+    const maxBytes = options.maxBytes ?? DEFAULT_MEMORY_FS_MAX_BYTES;
+    if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+      throw new TypeError(`fs.memory: maxBytes must be a positive integer of bytes, got ${String(maxBytes)}`);
+    }
+    this.#maxBytes = maxBytes;
     for (const [path, contents] of Object.entries(options.files ?? {})) {
       this.#seed(path, typeof contents === "string" ? textEncoder.encode(contents) : contents);
     }
@@ -112,7 +141,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
   }
 
   async createFile(path: string): Promise<SandboxFileStat> {
-    return statOf(this.#attach(this.#vacant(path), newFile()));
+    return statOf(this.#attach(this.#vacant(path), newFile(), path));
   }
 
   async write(input: { readonly path: string; readonly offset: number; readonly contents: Uint8Array }): Promise<number> {
@@ -120,7 +149,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
     const offset = checkedSize(input.offset, input.path);
     if (!(input.contents instanceof Uint8Array)) fail("EINVAL", `${input.path}: contents must be a Uint8Array`);
     const end = offset + input.contents.length;
-    if (end > file.size) resize(file, end);
+    if (end > file.size) this.#resize(file, end, input.path);
     file.data.set(input.contents, offset);
     file.modifiedAtMs = Date.now();
     return input.contents.length;
@@ -128,13 +157,13 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
 
   async truncate(path: string, size: number): Promise<SandboxFileStat> {
     const file = this.#file(path);
-    resize(file, checkedSize(size, path));
+    this.#resize(file, checkedSize(size, path), path);
     file.modifiedAtMs = Date.now();
     return statOf(file);
   }
 
   async mkdir(path: string): Promise<SandboxFileStat> {
-    return statOf(this.#attach(this.#vacant(path), newDirectory()));
+    return statOf(this.#attach(this.#vacant(path), newDirectory(), path));
   }
 
   async unlink(path: string): Promise<void> {
@@ -180,6 +209,7 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
       } else if (target.node.type === "directory") {
         fail("EISDIR", to);
       }
+      this.#release(target.node, METADATA_BYTES); // one entry fewer: the moved one keeps its charge
     }
     source.parent.entries.delete(source.name);
     target.parent.entries.set(target.name, source.node);
@@ -189,14 +219,14 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
   async link(from: string, to: string): Promise<SandboxFileStat> {
     const node = this.#existing(from, false);
     if (node.type === "directory") failWith("EPERM", `cannot hard link directory: ${from}`);
-    return statOf(this.#attach(this.#vacant(to), node));
+    return statOf(this.#attach(this.#vacant(to), node, to));
   }
 
   async symlink(target: string, path: string): Promise<SandboxFileStat> {
     if (typeof target !== "string" || target === "" || target.includes("\0")) {
       fail("EINVAL", `${path}: symlink target must be a non-empty string without NUL`);
     }
-    return statOf(this.#attach(this.#vacant(path), { type: "symlink", target, ...newBase() }));
+    return statOf(this.#attach(this.#vacant(path), { type: "symlink", target, ...newBase() }, path));
   }
 
   async readlink(path: string): Promise<string> {
@@ -213,6 +243,8 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
     const present = node.xattrs.has(name);
     if (flags === XATTR_CREATE && present) failWith("EEXIST", `xattr already exists: ${name} (${path})`);
     if (flags === XATTR_REPLACE && !present) failWith("ENODATA", `xattr does not exist: ${name} (${path})`);
+    const previous = node.xattrs.get(name);
+    this.#charge(xattrBytes(name, value) - (previous === undefined ? 0 : xattrBytes(name, previous)), path);
     node.xattrs.set(name, value.slice());
   }
 
@@ -227,7 +259,11 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
   }
 
   async removexattr(path: string, name: string): Promise<void> {
-    if (!this.#existing(path, false).xattrs.delete(name)) fail("ENODATA", `${name} (${path})`);
+    const { xattrs } = this.#existing(path, false);
+    const value = xattrs.get(name);
+    if (value === undefined) fail("ENODATA", `${name} (${path})`);
+    xattrs.delete(name);
+    this.#usedBytes -= xattrBytes(name, value);
   }
 
   /** Walks `path` from the root; see the module comment for when symlinks are followed. */
@@ -288,15 +324,52 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
     return location as Location & { readonly parent: DirectoryNode };
   }
 
-  #attach(location: Location & { readonly parent: DirectoryNode }, node: MemoryNode): MemoryNode {
+  #attach(location: Location & { readonly parent: DirectoryNode }, node: MemoryNode, path: string): MemoryNode {
+    this.#charge(METADATA_BYTES + (node.links === 0 ? contentBytes(node) : 0), path);
+    node.links += 1;
     location.parent.entries.set(location.name, node);
     touch(location.parent);
     return node;
   }
 
   #detach(location: Location): void {
-    location.parent?.entries.delete(location.name);
-    if (location.parent !== undefined) touch(location.parent);
+    if (location.parent === undefined || location.node === undefined) return;
+    location.parent.entries.delete(location.name);
+    this.#release(location.node, METADATA_BYTES);
+    touch(location.parent);
+  }
+
+  /** Takes `bytes` (when positive) from the quota, or fails with ENOSPC having taken nothing. */
+  #charge(bytes: number, path: string): void {
+    if (bytes > 0 && this.#usedBytes + bytes > this.#maxBytes) {
+      fail("ENOSPC", `${path} (fs.memory holds at most ${this.#maxBytes} bytes, see its maxBytes option)`);
+    }
+    this.#usedBytes += bytes;
+  }
+
+  /** Gives back one entry's charge for `node`, and its contents' with the last link. */
+  #release(node: MemoryNode, entryBytes: number): void {
+    node.links -= 1;
+    this.#usedBytes -= entryBytes + (node.links === 0 ? contentBytes(node) : 0);
+  }
+
+  /**
+   * Sets the file's size, charged to the quota; growth reads as zeros.
+   * Capacity at least doubles to keep appends linear, and is given back when
+   * the file shrinks below half of it, so a file holds at most twice its size.
+   */
+  #resize(file: FileNode, size: number, path: string): void {
+    this.#charge(size - file.size, path);
+    if (size > file.data.length) {
+      const grown = new Uint8Array(Math.max(size, file.data.length * 2));
+      grown.set(file.data.subarray(0, file.size));
+      file.data = grown;
+    } else if (size < file.data.length / 2) {
+      file.data = file.data.slice(0, size);
+    } else if (size < file.size) {
+      file.data.fill(0, size, file.size);
+    }
+    file.size = size;
   }
 
   #seed(path: string, contents: Uint8Array): void {
@@ -307,15 +380,14 @@ export class MemoryFileSystem implements SandboxPosixFileSystem {
     }
     let directory = this.#root;
     for (const name of names) {
-      const next = directory.entries.get(name) ?? newDirectory();
+      const next = directory.entries.get(name) ?? this.#attach({ parent: directory, name, node: undefined, ancestors: [] }, newDirectory(), path);
       if (next.type !== "directory") fail("ENOTDIR", path);
-      directory.entries.set(name, next);
       directory = next;
     }
-    const file = newFile();
-    resize(file, contents.length);
-    file.data.set(contents);
-    directory.entries.set(fileName, file);
+    const file: FileNode = { ...newFile(), data: contents.slice(), size: contents.length };
+    const replaced = directory.entries.get(fileName);
+    if (replaced !== undefined) this.#detach({ parent: directory, name: fileName, node: replaced, ancestors: [] });
+    this.#attach({ parent: directory, name: fileName, node: undefined, ancestors: [] }, file, path);
   }
 }
 
@@ -328,7 +400,7 @@ function components(path: string): string[] {
 }
 
 function newBase(): NodeBase {
-  return { modifiedAtMs: Date.now(), xattrs: new Map() };
+  return { modifiedAtMs: Date.now(), links: 0, xattrs: new Map() };
 }
 
 function newDirectory(): DirectoryNode {
@@ -344,16 +416,15 @@ function touch(...directories: DirectoryNode[]): void {
   for (const directory of directories) directory.modifiedAtMs = now;
 }
 
-/** Sets the file's size; growth reads as zeros, capacity at least doubles to keep appends linear. */
-function resize(file: FileNode, size: number): void {
-  if (size > file.data.length) {
-    const grown = new Uint8Array(Math.max(size, file.data.length * 2));
-    grown.set(file.data.subarray(0, file.size));
-    file.data = grown;
-  } else if (size < file.size) {
-    file.data.fill(0, size, file.size);
-  }
-  file.size = size;
+/** What a node holds beside its entries, as charged to the quota. */
+function contentBytes(node: MemoryNode): number {
+  let bytes = node.type === "file" ? node.size : node.type === "symlink" ? node.target.length : 0;
+  for (const [name, value] of node.xattrs) bytes += xattrBytes(name, value);
+  return bytes;
+}
+
+function xattrBytes(name: string, value: Uint8Array): number {
+  return METADATA_BYTES + name.length + value.length;
 }
 
 function checkedSize(value: number, path: string): number {

@@ -51,6 +51,8 @@ function statWithoutWritable(memory) {
 describe("mounts", () => {
   const workspace = fs.memory({ files: { "/task.txt": "hello from the host\n", "/big.bin": new Uint8Array(1 << 20).fill(7) } });
   const plain = fs.memory({ files: { "f.txt": "plain\n", "d/g.txt": "g\n" } });
+  const quotaBytes = 256 * 1024;
+  const small = fs.memory({ maxBytes: quotaBytes });
   let lane;
 
   before(async () => {
@@ -59,6 +61,7 @@ describe("mounts", () => {
         "/workspace": fs.virtual(workspace),
         "/mnt": fs.virtual(readOnlyFileSystem({ "/readme.txt": "read only\n" })),
         "/tmp": { kind: "virtual-fs", fileSystem: statWithoutWritable(plain) },
+        "/srv": fs.virtual(small),
       },
       cwd: "/workspace",
     });
@@ -80,6 +83,21 @@ describe("mounts", () => {
     assert.equal(await workspace.readlink("/a/link"), "../out.txt");
     assert.equal((await workspace.stat("/a/b")).type, "directory");
     assert.equal(new TextDecoder().decode(await workspace.read({ path: "/hard.txt", signal })), "made in guest\n");
+  });
+
+  it("answers ENOSPC past an fs.memory quota, which the host keeps", async () => {
+    const write = await lane.exec("sh", ["-c", "head -c 1000000 /dev/zero > /srv/big"]);
+    assert.notEqual(write.exitCode, 0);
+    assert.match(write.stderr, /No space left on device/);
+    const { sizeBytes } = await small.stat("/big");
+    assert.ok(sizeBytes > 0 && sizeBytes <= quotaBytes - 1024, `${sizeBytes} bytes held`);
+    // Empty files are charged 1 KiB each: a flood stops too. Freeing gives the room back.
+    const flood = await lane.exec("sh", ["-c", "rm /srv/big; i=0; while touch /srv/e$i; do i=$((i+1)); done; echo $i"]);
+    assert.match(flood.stderr, /No space left on device/);
+    assert.equal(flood.stdout, `${quotaBytes / 1024}\n`);
+    assert.equal((await small.list("/")).length, quotaBytes / 1024);
+    const again = await lane.exec("sh", ["-c", "rm /srv/e* && head -c 100000 /dev/zero > /srv/big && stat -c %s /srv/big"]);
+    assert.deepEqual(again, { exitCode: 0, stdout: "100000\n", stderr: "" });
   });
 
   it("extracts a tar tree that reads back identically on the host", async () => {

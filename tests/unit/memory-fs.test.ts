@@ -192,4 +192,103 @@ describe("fs.memory", () => {
     await assert.rejects(memory.removexattr("/f", "user.a"), posixError("ENODATA", "xattr not found: user.a"));
     await assert.rejects(memory.setxattr("/f", "user.c", bytes("x"), 3), posixError("EINVAL", "invalid argument:"));
   });
+
+  describe("quota (maxBytes)", () => {
+    const ENTRY = 1024; // the per-entry charge src/memory-fs.ts documents
+    const full = posixError("ENOSPC", "no space left on device: ");
+
+    test("contents fill it exactly; a write past it is refused whole and changes nothing", async () => {
+      const memory = fs.memory({ maxBytes: ENTRY + 100 });
+      await memory.createFile("/f");
+      assert.equal(await memory.write({ path: "/f", offset: 0, contents: new Uint8Array(60).fill(1) }), 60);
+      assert.equal(await memory.write({ path: "/f", offset: 60, contents: new Uint8Array(40).fill(2) }), 40);
+      await assert.rejects(memory.write({ path: "/f", offset: 100, contents: bytes("x") }), full);
+      await assert.rejects(memory.write({ path: "/f", offset: 90, contents: new Uint8Array(20).fill(3) }), full);
+      await assert.rejects(memory.truncate("/f", 101), full);
+      await assert.rejects(memory.createFile("/g"), full);
+      await assert.rejects(memory.mkdir("/d"), full);
+      await assert.rejects(memory.symlink("/f", "/s"), full);
+      await assert.rejects(memory.link("/f", "/h"), full);
+      await assert.rejects(memory.setxattr("/f", "user.a", bytes("")), full);
+      const contents = await memory.read({ path: "/f", signal });
+      assert.equal(contents.length, 100);
+      assert.deepEqual([contents[59], contents[60], contents[99]], [1, 2, 2]);
+      assert.deepEqual((await memory.list("/")).map((entry) => entry.name), ["f"]);
+      assert.deepEqual(await memory.listxattr("/f"), []);
+      // Overwriting in place takes nothing more.
+      assert.equal(await memory.write({ path: "/f", offset: 0, contents: new Uint8Array(100) }), 100);
+    });
+
+    test("shrinking, unlinking, rmdir, removexattr and replacing renames give it back", async () => {
+      const memory = fs.memory({ maxBytes: 3 * ENTRY + 100 });
+      await memory.createFile("/f");
+      await memory.write({ path: "/f", offset: 0, contents: new Uint8Array(100) });
+      await memory.truncate("/f", 10);
+      await memory.createFile("/g");
+      await memory.write({ path: "/g", offset: 0, contents: new Uint8Array(90) });
+      await memory.mkdir("/d");
+      await assert.rejects(memory.write({ path: "/g", offset: 90, contents: bytes("x") }), full);
+      await memory.unlink("/f");
+      await memory.write({ path: "/g", offset: 90, contents: new Uint8Array(20) });
+      await assert.rejects(memory.createFile("/h"), full);
+      await memory.truncate("/g", 100);
+      await memory.rmdir("/d");
+      await memory.createFile("/h");
+      await memory.rename("/h", "/d2"); // a move takes nothing
+      await memory.createFile("/x");
+      await assert.rejects(memory.createFile("/y"), full);
+      await memory.rename("/x", "/d2"); // replacing frees the replaced entry
+      await memory.createFile("/y");
+      await memory.unlink("/y");
+      await memory.truncate("/g", 0);
+      await memory.setxattr("/g", "user.a", new Uint8Array(100 - "user.a".length)); // fills it
+      await assert.rejects(memory.setxattr("/g", "user.a", new Uint8Array(100)), full);
+      await memory.removexattr("/g", "user.a");
+      await memory.write({ path: "/g", offset: 0, contents: new Uint8Array(ENTRY + 100) });
+    });
+
+    test("hard links share one charge for contents; the last unlink frees it", async () => {
+      const memory = fs.memory({ maxBytes: 2 * ENTRY + 100 });
+      await memory.createFile("/f");
+      await memory.write({ path: "/f", offset: 0, contents: new Uint8Array(100) });
+      await memory.link("/f", "/g");
+      await memory.unlink("/f");
+      await memory.createFile("/h");
+      await assert.rejects(memory.write({ path: "/h", offset: 0, contents: bytes("x") }), full);
+      await memory.unlink("/g");
+      await memory.write({ path: "/h", offset: 0, contents: new Uint8Array(ENTRY + 100) });
+    });
+
+    test("a flood of empty files, directories, symlinks or xattrs stops at the quota", async () => {
+      const memory = fs.memory({ maxBytes: 64 * ENTRY });
+      let entries = 0;
+      await assert.rejects(async () => {
+        for (; entries < 1000; entries += 1) await memory.createFile(`/f${entries}`);
+      }, full);
+      assert.equal(entries, 64);
+      await memory.unlink("/f0");
+      await assert.rejects(async () => {
+        for (let index = 0; index < 1000; index += 1) await memory.setxattr("/f1", `user.${index}`, new Uint8Array(0));
+      }, full);
+      assert.equal((await memory.listxattr("/f1")).length, 0);
+      await memory.unlink("/f2");
+      await memory.setxattr("/f1", "user.a", new Uint8Array(0));
+      await memory.unlink("/f3");
+      await memory.symlink("/f1", "/s");
+    });
+
+    test("seeds count; the default is 1 GiB; maxBytes must be a positive integer", async () => {
+      assert.throws(() => fs.memory({ maxBytes: ENTRY + 4, files: { "/a": "12345" } }), full);
+      const seeded = fs.memory({ maxBytes: 2 * ENTRY + 5, files: { "/d/a": "12345" } });
+      await assert.rejects(seeded.createFile("/b"), full);
+      const memory = fs.memory();
+      await memory.createFile("/big");
+      await memory.truncate("/big", 1024 ** 3 - ENTRY);
+      await assert.rejects(memory.truncate("/big", 1024 ** 3 - ENTRY + 1), full);
+      await memory.truncate("/big", 0);
+      for (const maxBytes of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+        assert.throws(() => fs.memory({ maxBytes }), TypeError);
+      }
+    });
+  });
 });

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/sandbox-init/channel"
 	"github.com/torkbot/sandbox/sandbox-init/fuserelay"
 )
@@ -15,12 +16,12 @@ import (
 // mountHostFilesystems mounts each filesystem the host serves (package
 // vfs) on its target, relaying /dev/fuse to its channel. Targets must
 // exist: on a read-only root they cannot be made.
-func mountHostFilesystems(mounts []hostMount, log *console) error {
+func mountHostFilesystems(mounts []bootparams.Mount, log *console) error {
 	for _, m := range mounts {
-		if err := ensureMountPoint(m.target, false); err != nil {
-			return fmt.Errorf("host filesystem on channel %q: %w", m.channel, err)
+		if err := ensureMountPoint(m.Target, false); err != nil {
+			return fmt.Errorf("host filesystem on channel %q: %w", m.Channel, err)
 		}
-		ch, err := channel.Open(m.channel)
+		ch, err := channel.Open(m.Channel)
 		if err != nil {
 			return err
 		}
@@ -32,13 +33,13 @@ func mountHostFilesystems(mounts []hostMount, log *console) error {
 			return fmt.Errorf("open /dev/fuse: %w", err)
 		}
 		flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
-		if m.readOnly {
+		if m.ReadOnly {
 			flags |= unix.MS_RDONLY
 		}
 		// default_permissions: the kernel checks the modes vfs shows;
 		// allow_other: every user of the guest may use the mount.
 		data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions", fd)
-		if err := (mount{"sandbox-fs", m.target, "fuse", flags, data}).mount(); err != nil {
+		if err := (mount{"sandbox-fs", m.Target, "fuse", flags, data}).mount(); err != nil {
 			unix.Close(fd)
 			ch.Close()
 			return err
@@ -48,7 +49,7 @@ func mountHostFilesystems(mounts []hostMount, log *console) error {
 		dev := os.NewFile(uintptr(fd), "/dev/fuse")
 		go func() {
 			if err := fuserelay.Relay(dev, ch); err != nil {
-				log.logf("host filesystem %s: %v", m.target, err)
+				log.logf("host filesystem %s: %v", m.Target, err)
 			}
 		}()
 	}
@@ -57,10 +58,10 @@ func mountHostFilesystems(mounts []hostMount, log *console) error {
 
 // unmountHostFilesystems detaches the host filesystems, so that nothing
 // waits on the host while the guest shuts down.
-func unmountHostFilesystems(mounts []hostMount, log *console) {
+func unmountHostFilesystems(mounts []bootparams.Mount, log *console) {
 	for _, m := range mounts {
-		if err := unix.Unmount(m.target, unix.MNT_DETACH); err != nil {
-			log.logf("warning: unmount %s: %v", m.target, err)
+		if err := unix.Unmount(m.Target, unix.MNT_DETACH); err != nil {
+			log.logf("warning: unmount %s: %v", m.Target, err)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/sandbox-init/channel"
 	"github.com/torkbot/sandbox/sandbox-init/reaper"
@@ -59,7 +60,7 @@ type initProcess struct {
 	boot []control.BootEvent
 
 	// hostMounts are the host filesystems to unmount at shutdown.
-	hostMounts []hostMount
+	hostMounts []bootparams.Mount
 
 	stopOnce sync.Once
 	stopErr  error
@@ -89,7 +90,7 @@ func (p *initProcess) run() error {
 	if err != nil {
 		return err
 	}
-	cfg, warnings, err := parseCmdline(string(cmdline))
+	cfg, warnings, err := bootparams.Parse(string(cmdline))
 	if err != nil {
 		return fmt.Errorf("kernel command line: %w", err)
 	}
@@ -98,48 +99,49 @@ func (p *initProcess) run() error {
 	}
 
 	// Only the modules this boot uses: loading is slow under TCG.
-	n, err := loadModules(modulesDir, cfg.moduleGroups())
+	n, err := loadModules(modulesDir, moduleGroups(cfg))
 	if err != nil {
 		return err
 	}
 	p.mark("modules")
 	p.log.logf("loaded %d kernel modules", n)
 
-	channel.Configure(cfg.channelTransport())
-	if cfg.rootNBD != "" {
-		dev, err := attachRootNBD(cfg.rootNBD, p.log)
+	channel.Configure(cfg.VsockPorts)
+	if cfg.RootNBD != "" {
+		dev, err := attachRootNBD(cfg.RootNBD, p.log)
 		if err != nil {
 			return err
 		}
-		cfg.root = dev
+		cfg.RootDevice, cfg.RootNBD = dev, ""
 	}
 	if err := mountRoot(cfg); err != nil {
 		return err
 	}
-	if err := switchRoot(newRootDir, !cfg.rootReadOnly, p.log); err != nil {
+	if err := switchRoot(newRootDir, cfg.RootWritable, p.log); err != nil {
 		return err
 	}
-	if err := mountSystem(!cfg.rootReadOnly); err != nil {
+	if err := mountSystem(cfg.RootWritable); err != nil {
 		return err
 	}
-	mode := "rw"
-	if cfg.rootReadOnly {
-		mode = "ro"
+	mode := "ro"
+	if cfg.RootWritable {
+		mode = "rw"
 	}
 	p.mark("root")
-	p.log.logf("root %s (%s, %s) mounted", cfg.root, cfg.rootFSType, mode)
+	device, fsType := cfg.Root()
+	p.log.logf("root %s (%s, %s) mounted", device, fsType, mode)
 
-	if err := unix.Sethostname([]byte(cfg.hostname)); err != nil {
+	if err := unix.Sethostname([]byte(cfg.HostnameOrDefault())); err != nil {
 		return fmt.Errorf("set hostname: %w", err)
 	}
 	if err := loopbackUp(); err != nil {
 		return err
 	}
-	if cfg.net != nil {
-		if err := configureNetwork(cfg.net); err != nil {
+	if cfg.Net != nil {
+		if err := configureNetwork(cfg.Net); err != nil {
 			return err
 		}
-		p.log.logf("network %s up (%s, %s)", ethernet, cfg.net.ip4, cfg.net.ip6)
+		p.log.logf("network %s up (%s, %s)", ethernet, cfg.Net.IP4, cfg.Net.IP6)
 	}
 
 	// The reaper must run before the first process starts.
@@ -148,7 +150,7 @@ func (p *initProcess) run() error {
 
 	// Host filesystems: after the root switch (their targets are in the
 	// new root), before the host is told the guest is ready.
-	p.hostMounts = cfg.hostMounts()
+	p.hostMounts = cfg.Mounts
 	if err := mountHostFilesystems(p.hostMounts, p.log); err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 // modulesDir holds the kernel modules of the initramfs and load.order, the
@@ -19,6 +21,22 @@ import (
 // always); '#' starts a comment line. kernel/build.sh writes it; no
 // modules.dep is needed.
 const modulesDir = "/lib/modules"
+
+// moduleGroups returns the module groups (kernel/modules.list) a boot with
+// these parameters uses: those its features need, and those sandbox.modules
+// names.
+func moduleGroups(p bootparams.Params) map[string]bool {
+	groups := map[string]bool{
+		"network": p.Net != nil,
+		"mounts":  len(p.Mounts) > 0,
+		"vsock":   p.VsockPorts != nil,
+		"nbd":     p.RootNBD != "",
+	}
+	for _, g := range p.Modules {
+		groups[g] = true
+	}
+	return groups
+}
 
 // moduleEntry is one line of load.order.
 type moduleEntry struct {

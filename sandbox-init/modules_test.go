@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 func TestParseLoadOrder(t *testing.T) {
@@ -80,5 +82,20 @@ func TestLoadModulesSkipsUnusedGroups(t *testing.T) {
 	// A module of several groups is loaded for any of them.
 	if _, err := loadModules(dir, map[string]bool{"vsock-loopback": true}); err == nil || !strings.Contains(err.Error(), "load module vsock.ko") {
 		t.Errorf("error = %v, want vsock.ko loaded for vsock-loopback", err)
+	}
+}
+
+func TestModuleGroups(t *testing.T) {
+	p := bootparams.Params{Net: &bootparams.Net{MTU: 1500}, Modules: []string{"virtiofs", "vsock-loopback"}}
+	got := moduleGroups(p)
+	for group, want := range map[string]bool{"network": true, "virtiofs": true, "vsock-loopback": true, "mounts": false, "vsock": false, "nbd": false} {
+		if got[group] != want {
+			t.Errorf("group %s used = %v, want %v", group, got[group], want)
+		}
+	}
+	for group, used := range moduleGroups(bootparams.Params{}) {
+		if used {
+			t.Errorf("a plain boot uses group %s", group)
+		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 const (
@@ -52,18 +54,19 @@ func mountEarly() error {
 }
 
 // mountRoot waits for the root device and mounts it on newRootDir.
-func mountRoot(cfg bootConfig) error {
-	if err := waitForBlockDevice(cfg.root, rootDeviceTimeout); err != nil {
+func mountRoot(cfg bootparams.Params) error {
+	device, fsType := cfg.Root()
+	if err := waitForBlockDevice(device, rootDeviceTimeout); err != nil {
 		return err
 	}
 	var flags uintptr
-	if cfg.rootReadOnly {
+	if !cfg.RootWritable {
 		flags |= unix.MS_RDONLY
 	}
 	if err := os.MkdirAll(newRootDir, 0o755); err != nil {
 		return err
 	}
-	return mount{cfg.root, newRootDir, cfg.rootFSType, flags, ""}.mount()
+	return mount{device, newRootDir, fsType, flags, ""}.mount()
 }
 
 func waitForBlockDevice(path string, timeout time.Duration) error {

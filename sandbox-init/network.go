@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 // loopbackUp gives lo 127.0.0.1/8 and brings it up.
@@ -60,19 +62,19 @@ const ethernet = "eth0"
 // configureNetwork gives eth0 its addresses, MTU and default routes and
 // points the resolver at the sandbox's DNS, as the kernel command line says.
 // The host's netstack answers ARP and NDP for the gateways.
-func configureNetwork(cfg *netConfig) error {
+func configureNetwork(cfg *bootparams.Net) error {
 	link, err := waitForLink(ethernet, deviceWait)
 	if err != nil {
 		return err
 	}
-	if err := netlink.LinkSetMTU(link, cfg.mtu); err != nil {
-		return fmt.Errorf("%s: set MTU %d: %w", ethernet, cfg.mtu, err)
+	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+		return fmt.Errorf("%s: set MTU %d: %w", ethernet, cfg.MTU, err)
 	}
-	addrs := []*netlink.Addr{{IPNet: prefixNet(cfg.ip4)}}
-	if cfg.ip6.IsValid() {
+	addrs := []*netlink.Addr{{IPNet: prefixNet(cfg.IP4)}}
+	if cfg.IP6.IsValid() {
 		// No duplicate address detection: the link has one peer, ours, and
 		// DAD would hold the address back for a second.
-		addrs = append(addrs, &netlink.Addr{IPNet: prefixNet(cfg.ip6), Flags: unix.IFA_F_NODAD})
+		addrs = append(addrs, &netlink.Addr{IPNet: prefixNet(cfg.IP6), Flags: unix.IFA_F_NODAD})
 	}
 	for _, a := range addrs {
 		if err := netlink.AddrAdd(link, a); err != nil {
@@ -82,7 +84,7 @@ func configureNetwork(cfg *netConfig) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("%s: set up: %w", ethernet, err)
 	}
-	for _, gw := range []netip.Addr{cfg.gateway4, cfg.gateway6} {
+	for _, gw := range []netip.Addr{cfg.Gateway4, cfg.Gateway6} {
 		if !gw.IsValid() {
 			continue
 		}
@@ -91,7 +93,7 @@ func configureNetwork(cfg *netConfig) error {
 			return fmt.Errorf("%s: default route via %s: %w", ethernet, gw, err)
 		}
 	}
-	return writeResolvConf(cfg.dns)
+	return writeResolvConf(cfg.DNS)
 }
 
 // deviceWait bounds how long init waits for a device the VMM attached.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 // How long processes get to exit after SIGTERM, and after SIGKILL.
@@ -23,7 +25,7 @@ const (
 // syncs, and remounts the root read-only, which also commits its journal.
 // It is the guest's shutdown, whether the host asked for it or the control
 // channel was lost.
-func stopGuest(log *console, hostMounts []hostMount) error {
+func stopGuest(log *console, hostMounts []bootparams.Mount) error {
 	if left := signalAllAndWait(unix.SIGTERM, termGrace); len(left) > 0 {
 		log.logf("%d processes left after SIGTERM: killing them", len(left))
 		if left := signalAllAndWait(unix.SIGKILL, killGrace); len(left) > 0 {

@@ -7,13 +7,19 @@ import (
 	"context"
 	"io"
 	"os"
+
+	"github.com/torkbot/sandbox/bootparams"
 )
 
 // Spec is everything an engine needs to start a guest, and nothing else.
 type Spec struct {
 	Kernel  string // uncompressed vmlinux (ELF with a PVH note)
 	Initrd  string // newc cpio holding sandbox-init and the guest's modules
-	Cmdline string // kernel command line; engines append their own console settings
+	// Boot is what init reads from the kernel command line
+	// (bootparams/CMDLINE.md). Engines fill in what only they know (how
+	// channels and the root disk reach the guest, a NIC's real MTU) on
+	// their own copy, then encode it after their own kernel parameters.
+	Boot bootparams.Params
 
 	CPUs      int
 	MemoryMiB int

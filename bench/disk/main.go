@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
@@ -48,7 +49,7 @@ func main() {
 func run(kernel, initrd, image, mode string) error {
 	ctx := context.Background()
 	disk := vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true}
-	cmdline := ""
+	var boot bootparams.Params
 	switch mode {
 	case "ro":
 	case "overlay":
@@ -66,7 +67,7 @@ func run(kernel, initrd, image, mode string) error {
 			return fmt.Errorf("qemu-img create: %v: %s", err, out)
 		}
 		disk = vmm.Disk{Path: overlay, Format: "qcow2"}
-		cmdline = "sandbox.rootmode=rw"
+		boot.RootWritable = true
 	default:
 		return fmt.Errorf("unknown -mode %q (want ro or overlay)", mode)
 	}
@@ -80,7 +81,7 @@ func run(kernel, initrd, image, mode string) error {
 	}
 	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
 	vm, err := engine.Start(ctx, vmm.Spec{
-		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512, Cmdline: cmdline,
+		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512, Boot: boot,
 		RootDisk: disk,
 		Channels: []vmm.Channel{{Name: "control", Conn: guest}},
 	})

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm/qemu"
 )
@@ -84,7 +85,11 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 	}
 	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
 	// The library's TCG command line (vmm/qemu), TSC rate included.
-	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d sandbox.modules=virtiofs", qemu.HostTSCKHz())
+	boot, err := bootparams.Params{Modules: []string{"virtiofs"}}.Encode()
+	if err != nil {
+		return nil, err
+	}
+	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d %s", qemu.HostTSCKHz(), boot)
 	vm := exec.Command("qemu-system-x86_64",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "tcg",
 		"-object", "memory-backend-memfd,id=mem,size=512M,share=on",

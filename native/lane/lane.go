@@ -10,7 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/torkbot/sandbox/blockstore"
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/guesttext"
 	"github.com/torkbot/sandbox/netpolicy"
@@ -149,31 +150,23 @@ type Mount struct {
 	FS vfs.FileSystem
 }
 
-// mountsCmdline tells sandbox-init which channel to mount where
-// (sandbox-init/README.md): sandbox.mounts=fs.0:rw:/workspace,...
-func mountsCmdline(mounts []Mount) string {
-	entries := make([]string, len(mounts))
-	for i, m := range mounts {
-		mode := "ro"
-		if _, ok := m.FS.(vfs.PosixFileSystem); ok {
-			mode = "rw"
-		}
-		entries[i] = fmt.Sprintf("%s:%s:%s", mountChannel(i), mode, url.PathEscape(m.Target))
-	}
-	return "sandbox.mounts=" + strings.Join(entries, ",")
-}
-
 func mountChannel(i int) string { return fmt.Sprintf("fs.%d", i) }
 
 // nicMTU is the guest NIC's MTU: virtio-net takes large frames, and fewer,
 // larger frames cost less per byte through the netstack.
 const nicMTU = 65520
 
-// netCmdline tells sandbox-init how to configure eth0 (sandbox-init/README.md).
-func netCmdline() string {
-	return fmt.Sprintf("sandbox.ip=%s/24 sandbox.gateway=%s sandbox.ip6=%s/64 sandbox.gateway6=%s sandbox.dns=%s,%s sandbox.mtu=%d",
-		netpolicy.GuestIPv4, netpolicy.GatewayIPv4, netpolicy.GuestIPv6, netpolicy.GatewayIPv6,
-		netpolicy.GatewayIPv4, netpolicy.GatewayIPv6, nicMTU)
+// guestNet is eth0's configuration for init: the addresses the netstack
+// (netpolicy) serves the guest on, the gateway as its resolver.
+func guestNet() *bootparams.Net {
+	return &bootparams.Net{
+		IP4:      netip.PrefixFrom(netpolicy.GuestIPv4, 24),
+		Gateway4: netpolicy.GatewayIPv4,
+		IP6:      netip.PrefixFrom(netpolicy.GuestIPv6, 64),
+		Gateway6: netpolicy.GatewayIPv6,
+		DNS:      []netip.Addr{netpolicy.GatewayIPv4, netpolicy.GatewayIPv6},
+		MTU:      nicMTU,
+	}
 }
 
 // consoleTailBytes is how much guest console an error shows.
@@ -207,148 +200,234 @@ type Lane struct {
 
 // Boot starts a VMM and waits until the guest's init answers the handshake.
 // On any failure nothing is left running.
-func Boot(ctx context.Context, cfg Config) (*Lane, error) {
-	tail := vmm.NewConsoleTail(consoleTailBytes)
-	var console io.Writer = tail
-	var conFile *os.File
-	if cfg.ConsoleOutput != "" {
-		f, err := os.OpenFile(cfg.ConsoleOutput, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+func Boot(ctx context.Context, cfg Config) (_ *Lane, err error) {
+	b := &booting{cfg: cfg}
+	defer func() {
 		if err != nil {
-			return nil, fmt.Errorf("open console output file: %w", err)
+			b.unwind()
 		}
-		conFile = f
-		console = io.MultiWriter(tail, f)
-	}
-	fail := func(err error) (*Lane, error) {
-		if conFile != nil {
-			conFile.Close()
+	}()
+	for _, step := range []func(context.Context) error{
+		b.openConsole,
+		b.attachNetwork,
+		b.attachRoot,
+		b.attachMounts,
+		b.startMachine,
+		b.connect,
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
 		}
-		return nil, err
 	}
+	l := b.serve()
+	return l, b.handshake(ctx, l)
+}
 
-	spec := vmm.Spec{
-		Kernel:    cfg.Kernel,
-		Initrd:    cfg.Initrd,
-		CPUs:      cfg.CPUs,
-		MemoryMiB: cfg.MemoryMiB,
-		RootDisk:  cfg.RootDisk,
-		Console:   console,
-		Env:       cfg.Env,
-		TempDir:   cfg.TempDir,
+// booting is a Boot in progress: each step adds to spec what the guest gets
+// and pushes onto undo how to release what it took, which unwind runs in
+// reverse when a later step fails. Once the lane exists, its kill is the
+// one undo left: the lane owns everything.
+type booting struct {
+	cfg   Config
+	spec  vmm.Spec
+	setup control.Setup
+	undo  []func()
+
+	tail    *vmm.ConsoleTail
+	conFile *os.File
+	stack   *netpolicy.Stack
+	nicHost *os.File
+	root    *rootDisk
+	// rootHost, mountHosts (in cfg.Mounts order) and controlHost are the
+	// host ends of the guest's channels; their guest ends are in spec.
+	rootHost    *os.File
+	mountHosts  []*os.File
+	controlHost *os.File
+	// startAttempted: the engine took the guest ends in spec.
+	startAttempted bool
+	machine        vmm.Machine
+	client         *control.Client
+}
+
+func (b *booting) onUnwind(f func()) { b.undo = append(b.undo, f) }
+
+func (b *booting) unwind() {
+	for i := len(b.undo) - 1; i >= 0; i-- {
+		b.undo[i]()
 	}
-	var (
-		stack   *netpolicy.Stack
-		nicHost *os.File
-		err     error
-	)
-	var setup control.Setup
-	if cfg.Network != nil {
-		// A fresh CA per boot: its key never leaves this process and dies
-		// with the lane; the guest trusts its certificate (control.Setup).
-		ca, err := httpproxy.NewCA(httpproxy.CAOptions{})
+	b.undo = nil
+}
+
+// pair returns a new channel's two ends, the guest's for spec: until the
+// engine takes it at start, it is ours to close on failure.
+func (b *booting) pair(name string) (host, guest *os.File, err error) {
+	host, guest, err = socketPair(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create the %s channel: %w", name, err)
+	}
+	b.onUnwind(func() {
+		host.Close()
+		if !b.startAttempted {
+			guest.Close()
+		}
+	})
+	return host, guest, nil
+}
+
+// openConsole sets where the guest console goes: a tail kept for errors,
+// and the ConsoleOutput file if one is set.
+func (b *booting) openConsole(context.Context) error {
+	b.tail = vmm.NewConsoleTail(consoleTailBytes)
+	b.spec = vmm.Spec{
+		Kernel:    b.cfg.Kernel,
+		Initrd:    b.cfg.Initrd,
+		CPUs:      b.cfg.CPUs,
+		MemoryMiB: b.cfg.MemoryMiB,
+		Console:   b.tail,
+		Env:       b.cfg.Env,
+		TempDir:   b.cfg.TempDir,
+		Boot:      bootparams.Params{Modules: b.cfg.ModuleGroups},
+	}
+	if b.cfg.ConsoleOutput == "" {
+		return nil
+	}
+	f, err := os.OpenFile(b.cfg.ConsoleOutput, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open console output file: %w", err)
+	}
+	b.onUnwind(func() { f.Close() })
+	b.conFile = f
+	b.spec.Console = io.MultiWriter(b.tail, f)
+	return nil
+}
+
+// attachNetwork gives the guest a NIC served by a netstack that the policy
+// decides, with HTTPS interception under a CA of this boot's own: its key
+// never leaves this process and dies with the lane; the guest trusts its
+// certificate (control.Setup). Without a policy the guest has no NIC.
+func (b *booting) attachNetwork(context.Context) error {
+	if b.cfg.Network == nil {
+		return nil
+	}
+	ca, err := httpproxy.NewCA(httpproxy.CAOptions{})
+	if err != nil {
+		return fmt.Errorf("set up HTTPS interception: %w", err)
+	}
+	proxy, err := httpproxy.New(httpproxy.Config{CA: ca, ExtraRootsPEM: b.cfg.UpstreamRootsPEM})
+	if err != nil {
+		return fmt.Errorf("set up HTTPS interception: %w", err)
+	}
+	b.setup.TrustAnchors = []string{string(ca.CertPEM())}
+	stack, err := netpolicy.New(netpolicy.Config{Policy: b.cfg.Network, MTU: nicMTU, HTTP: proxy})
+	if err != nil {
+		return fmt.Errorf("set up the network: %w", err)
+	}
+	b.onUnwind(func() { stack.Close() })
+	b.stack = stack
+	if b.nicHost, b.spec.NIC, err = b.pair("nic"); err != nil {
+		return err
+	}
+	b.spec.NICMTU = nicMTU
+	b.spec.Boot.Net = guestNet()
+	return nil
+}
+
+// attachRoot serves the root disk over NBD from the host (blockstore), so
+// every engine reaches it the same way and a COW store can sit in between.
+func (b *booting) attachRoot(ctx context.Context) error {
+	root, err := openRoot(ctx, b.cfg.RootDisk, b.cfg.RootStore, b.cfg.EphemeralRoot)
+	if err != nil {
+		return err
+	}
+	b.onUnwind(root.Close)
+	b.root = root
+	host, guest, err := b.pair("root-disk")
+	if err != nil {
+		return err
+	}
+	b.rootHost = host
+	b.spec.RootDisk = vmm.Disk{ReadOnly: root.cow == nil, NBD: guest}
+	b.spec.Boot.RootWritable = root.cow != nil
+	return nil
+}
+
+// attachMounts gives each mount a channel, and the control session one.
+func (b *booting) attachMounts(context.Context) error {
+	for i, m := range b.cfg.Mounts {
+		host, guest, err := b.pair(mountChannel(i))
 		if err != nil {
-			return fail(fmt.Errorf("set up HTTPS interception: %w", err))
+			return err
 		}
-		proxy, err := httpproxy.New(httpproxy.Config{CA: ca, ExtraRootsPEM: cfg.UpstreamRootsPEM})
-		if err != nil {
-			return fail(fmt.Errorf("set up HTTPS interception: %w", err))
-		}
-		setup.TrustAnchors = []string{string(ca.CertPEM())}
-		if stack, err = netpolicy.New(netpolicy.Config{Policy: cfg.Network, MTU: nicMTU, HTTP: proxy}); err != nil {
-			return fail(fmt.Errorf("set up the network: %w", err))
-		}
-		if nicHost, spec.NIC, err = socketPair(); err != nil {
-			return fail(fmt.Errorf("create NIC: %w", err))
-		}
-		spec.NICMTU = nicMTU
-		spec.Cmdline = netCmdline()
+		b.mountHosts = append(b.mountHosts, host)
+		b.spec.Channels = append(b.spec.Channels, vmm.Channel{Name: mountChannel(i), Conn: guest})
+		// Unless it is a PosixFileSystem the guest mounts it read-only.
+		_, writable := m.FS.(vfs.PosixFileSystem)
+		b.spec.Boot.Mounts = append(b.spec.Boot.Mounts, bootparams.Mount{Channel: mountChannel(i), ReadOnly: !writable, Target: m.Target})
 	}
-	// The root disk is served over NBD from the host (blockstore), so every
-	// engine reaches it the same way and a COW store can sit in between.
-	root, err := openRoot(ctx, cfg.RootDisk, cfg.RootStore, cfg.EphemeralRoot)
+	host, guest, err := b.pair(controlChannel)
 	if err != nil {
-		closeAll(nicHost, spec.NIC)
-		return fail(err)
+		return err
 	}
-	if root.cow != nil {
-		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " sandbox.rootmode=rw")
-	}
-	rootHost, rootGuest, err := socketPair()
+	b.controlHost = host
+	b.spec.Channels = append(b.spec.Channels, vmm.Channel{Name: controlChannel, Conn: guest})
+	return nil
+}
+
+// controlChannel is the channel init serves the control protocol on.
+const controlChannel = "control"
+
+// startMachine starts the VMM. The engine takes the guest ends in spec
+// whether it starts or not (vmm.Spec).
+func (b *booting) startMachine(ctx context.Context) error {
+	b.startAttempted = true
+	machine, err := b.cfg.Engine.Start(ctx, b.spec)
 	if err != nil {
-		root.Close()
-		closeAll(nicHost, spec.NIC)
-		return fail(fmt.Errorf("create root disk channel: %w", err))
+		return err
 	}
-	spec.RootDisk = vmm.Disk{ReadOnly: root.cow == nil, NBD: rootGuest}
-	// Host ends of the mounts' channels, in cfg.Mounts order.
-	mountHosts := make([]*os.File, 0, len(cfg.Mounts))
-	closeMounts := func() {
-		closeAll(mountHosts...)
-		for _, ch := range spec.Channels {
-			ch.Conn.Close()
-		}
-	}
-	for i := range cfg.Mounts {
-		host, guest, err := socketPair()
-		if err != nil {
-			closeMounts()
-			closeAll(nicHost, spec.NIC, rootHost, rootGuest)
-			root.Close()
-			return fail(fmt.Errorf("create mount channel: %w", err))
-		}
-		mountHosts = append(mountHosts, host)
-		spec.Channels = append(spec.Channels, vmm.Channel{Name: mountChannel(i), Conn: guest})
-	}
-	if len(cfg.Mounts) > 0 {
-		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " " + mountsCmdline(cfg.Mounts))
-	}
-	if len(cfg.ModuleGroups) > 0 {
-		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " sandbox.modules=" + strings.Join(cfg.ModuleGroups, ","))
-	}
-	host, guest, err := socketPair()
-	if err != nil {
-		closeMounts()
-		closeAll(nicHost, spec.NIC, rootHost, rootGuest)
-		root.Close()
-		return fail(fmt.Errorf("create control channel: %w", err))
-	}
-	spec.Channels = append(spec.Channels, vmm.Channel{Name: "control", Conn: guest})
-	machine, err := cfg.Engine.Start(ctx, spec)
-	if err != nil {
-		closeAll(mountHosts...)
-		closeAll(host, nicHost, rootHost)
-		root.Close()
-		return fail(err)
-	}
-	client, err := control.NewClient(host)
-	if err != nil {
+	b.machine = machine
+	b.onUnwind(func() {
 		machine.Kill()
 		<-machine.Done()
-		closeAll(mountHosts...)
-		closeAll(host, nicHost, rootHost)
-		root.Close()
-		return fail(err)
+	})
+	return nil
+}
+
+// connect opens the control session on the host end of its channel.
+func (b *booting) connect(context.Context) error {
+	client, err := control.NewClient(b.controlHost)
+	if err != nil {
+		return err
 	}
+	b.onUnwind(func() { client.Close() })
+	b.client = client
+	return nil
+}
+
+// serve makes the lane, which from now on owns everything Boot took, and
+// starts the host side of each of the guest's devices.
+func (b *booting) serve() *Lane {
+	cfg := b.cfg
 	servicesCtx, stopServices := context.WithCancel(context.Background())
 	l := &Lane{
 		engine:       cfg.Engine.Name(),
-		machine:      machine,
-		client:       client,
-		console:      tail,
-		conFile:      conFile,
+		machine:      b.machine,
+		client:       b.client,
+		console:      b.tail,
+		conFile:      b.conFile,
 		closed:       make(chan struct{}),
 		stopServices: stopServices,
-		stack:        stack,
-		root:         root,
+		stack:        b.stack,
+		root:         b.root,
 	}
+	b.undo = []func(){l.kill}
 	l.services.Go(func() {
 		// Ends when the VMM exits (its end closes) or at release.
-		if err := serveRoot(servicesCtx, rootHost, root, cfg.Log); err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
+		if err := serveRoot(servicesCtx, b.rootHost, b.root, cfg.Log); err != nil && servicesCtx.Err() == nil && cfg.Log != nil {
 			fmt.Fprintf(cfg.Log, "sandbox: root disk: %v\n", err)
 		}
 	})
 	for i, m := range cfg.Mounts {
-		conn := mountHosts[i]
+		conn := b.mountHosts[i]
 		l.services.Go(func() {
 			// Ends when the VMM exits (its end closes) or at release; Serve
 			// closes conn.
@@ -358,15 +437,20 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 			}
 		})
 	}
-	if stack != nil {
+	if b.stack != nil {
 		l.services.Go(func() {
 			// Ends when the VMM exits (its end of the NIC closes) or at release.
-			defer nicHost.Close()
-			stack.Serve(servicesCtx, nicHost)
+			defer b.nicHost.Close()
+			b.stack.Serve(servicesCtx, b.nicHost)
 		})
 	}
+	return l
+}
 
-	bootCtx, cancel := context.WithTimeout(ctx, cfg.BootTimeout)
+// handshake waits, within the boot timeout, for init to answer the control
+// handshake, and turns every way it can fail into the error that says why.
+func (b *booting) handshake(ctx context.Context, l *Lane) error {
+	bootCtx, cancel := context.WithTimeout(ctx, b.cfg.BootTimeout)
 	defer cancel()
 	type handshake struct {
 		info control.GuestInfo
@@ -374,36 +458,36 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	hs := make(chan handshake, 1)
 	go func() {
-		info, err := l.client.Handshake(bootCtx, setup)
+		info, err := l.client.Handshake(bootCtx, b.setup)
 		hs <- handshake{info, err}
 	}()
+	var err error
 	select {
 	case r := <-hs:
 		if r.err == nil {
 			l.Guest = r.info
 			go l.watch()
-			return l, nil
+			return nil
 		}
 		var refused *control.GuestError
 		switch {
 		case errors.As(r.err, &refused):
 			// Init could not do the setup (e.g. install the CA).
-			err = &BootError{Reason: guesttext.Printable(refused.Message), ConsoleTail: tail.String()}
+			err = &BootError{Reason: guesttext.Printable(refused.Message), ConsoleTail: b.tail.String()}
 		case errors.Is(bootCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
-			err = &BootTimeoutError{After: cfg.BootTimeout, ConsoleTail: tail.String()}
-		case machineExited(machine):
+			err = &BootTimeoutError{After: b.cfg.BootTimeout, ConsoleTail: b.tail.String()}
+		case l.exitedWith(r.err):
 			err = l.exitedError()
 		default:
 			err = fmt.Errorf("sandbox VM boot failed: %w", r.err)
 		}
-	case <-machine.Done():
+	case <-l.machine.Done():
 		err = l.exitedError()
 	}
-	if reason, ok := bootFailure(tail.String()); ok {
-		err = &BootError{Reason: reason, ConsoleTail: tail.String()}
+	if reason, ok := bootFailure(b.tail.String()); ok {
+		err = &BootError{Reason: reason, ConsoleTail: b.tail.String()}
 	}
-	l.kill()
-	return nil, err
+	return err
 }
 
 // watch closes the control session when the VMM exits on its own, so calls
@@ -413,11 +497,30 @@ func (l *Lane) watch() {
 	l.client.Close()
 }
 
-func machineExited(m vmm.Machine) bool {
+// exitGrace bounds how long a lost session waits for the VMM's exit to be
+// seen: the channel closes when the process exits, a moment before it is
+// reaped and its console read to the end.
+const exitGrace = time.Second
+
+// exitedWith reports whether err, from a control call, came from the VMM
+// exiting. A lost session is how that looks from the channel, so it waits
+// (up to exitGrace) for Done; any other error is the caller's or the
+// guest's, answered at once.
+func (l *Lane) exitedWith(err error) bool {
 	select {
-	case <-m.Done():
+	case <-l.machine.Done():
 		return true
-	case <-time.After(200 * time.Millisecond):
+	default:
+	}
+	if !errors.Is(err, control.ErrSessionLost) {
+		return false
+	}
+	t := time.NewTimer(exitGrace)
+	defer t.Stop()
+	select {
+	case <-l.machine.Done():
+		return true
+	case <-t.C:
 		return false
 	}
 }
@@ -453,7 +556,7 @@ func (l *Lane) explain(err error) error {
 	if closing && (errors.Is(err, control.ErrClosed) || errors.Is(err, control.ErrSessionLost)) {
 		return ErrClosed
 	}
-	if machineExited(l.machine) {
+	if l.exitedWith(err) {
 		return l.exitedError()
 	}
 	return err
@@ -496,7 +599,7 @@ func (l *Lane) Close(ctx context.Context) error {
 		// the guest filled the bound and ext4 aborted its journal) loses
 		// nothing: the root is thrown away.
 		ephemeralOnly := l.root.ephemeral && errors.As(serr, new(*control.GuestError))
-		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
+		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !l.exitedWith(serr) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {
@@ -555,20 +658,21 @@ func (l *Lane) release() {
 	}
 }
 
-func closeAll(files ...*os.File) {
-	for _, f := range files {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
 // socketPair returns the two ends of a connected stream socket pair, both
-// close-on-exec (the engine passes its end to the VMM explicitly).
-func socketPair() (host, guest *os.File, err error) {
+// close-on-exec (the engine passes its end to the VMM explicitly), named
+// after the channel so that fd listings and errors say which is which. The
+// host end is non-blocking, so Go's poller serves it: a Close then ends a
+// Read in progress, where on a blocking fd it would wait for the guest to
+// send something, forever if the guest is hung (os.File.Close).
+func socketPair(name string) (host, guest *os.File, err error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	return os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest"), nil
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), name+"-host"), os.NewFile(uintptr(fds[1]), name+"-guest"), nil
 }

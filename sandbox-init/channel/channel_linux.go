@@ -29,8 +29,8 @@ const (
 // (Configure) are streams to the host on the port their name maps to; the
 // returned File is then a socket.
 func Open(name string) (*os.File, error) {
-	if transport.IsVsock() {
-		port, ok := transport.vsock[name]
+	if vsockPorts != nil {
+		port, ok := vsockPorts[name]
 		if !ok {
 			return nil, fmt.Errorf("channel %q: not in sandbox.channels", name)
 		}

@@ -1,11 +1,5 @@
 package krun
 
-import (
-	"fmt"
-	"sort"
-	"strings"
-)
-
 // HelperConfig is what the engine tells the helper (sandbox-krun), as JSON
 // on the helper's standard input. File descriptors are the helper's: the
 // engine passes every fd in ExtraFiles, so fd 3+i is ExtraFiles[i].
@@ -94,21 +88,6 @@ const guestMAC = "52:54:00:12:34:56"
 // frame from the host would not fit. So the guest runs with 1500 whatever
 // Spec.NICMTU asks; TCP adapts through the MSS it advertises.
 const krunMTU = 1500
-
-// channelsParam renders sandbox.channels= for sandbox-init
-// (sandbox-init/README.md): "vsock:<name>=<port>,...", sorted by port.
-func channelsParam(ports map[string]uint32) string {
-	names := make([]string, 0, len(ports))
-	for n := range ports {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return ports[names[i]] < ports[names[j]] })
-	entries := make([]string, len(names))
-	for i, n := range names {
-		entries[i] = fmt.Sprintf("%s=%d", n, ports[n])
-	}
-	return "sandbox.channels=vsock:" + strings.Join(entries, ",")
-}
 
 // baseCmdline starts every libkrun guest's command line. libkrun replaces
 // its own defaults with the command line given to krun_set_kernel, so

@@ -15,6 +15,7 @@ import (
 	"github.com/torkbot/sandbox/vmm/vmmtest"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
@@ -161,7 +162,7 @@ func TestRootOverNBDChannel(t *testing.T) {
 	// a root disk); the guest does not use it.
 	m, err := engine.Start(context.Background(), vmm.Spec{
 		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 256,
-		Cmdline:  "sandbox.root=nbd:disk",
+		Boot:     bootparams.Params{RootNBD: "disk"},
 		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
 		Channels: []vmm.Channel{{Name: "control", Conn: controlVM}, {Name: "disk", Conn: diskVM}},
 		Console:  &console,

@@ -312,7 +312,11 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		closeSpec(spec)
 		return nil, err
 	}
-	cfg, files := e.helperConfig(spec)
+	cfg, files, err := e.helperConfig(spec)
+	if err != nil {
+		closeSpec(spec)
+		return nil, err
+	}
 	// Files this function opens besides the spec's; closed on every path
 	// once the child has its copies (or never will).
 	closeFiles := func() {
@@ -443,8 +447,9 @@ func (m machine) awaitStatus(ctx context.Context, status *os.File) error {
 }
 
 // helperConfig maps spec onto the helper's config and the files it
-// inherits, in ExtraFiles order.
-func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File) {
+// inherits, in ExtraFiles order: the spec's own files, which stay the
+// caller's to close if it fails.
+func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File, error) {
 	cfg := HelperConfig{
 		Version:   HelperConfigVersion,
 		Library:   e.library,
@@ -468,28 +473,32 @@ func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File) {
 		ports[ch.Name] = port
 		port++
 	}
-	cmdline := baseCmdline
-	if spec.Cmdline != "" {
-		cmdline += " " + spec.Cmdline
-	}
+	boot := spec.Boot
 	if spec.NIC != nil {
 		cfg.NICFD = add(spec.NIC)
 		cfg.MAC = guestMAC
-		// After the caller's parameters: the last one wins in sandbox-init.
-		cmdline += fmt.Sprintf(" sandbox.mtu=%d", min(spec.NICMTU, krunMTU))
+		if boot.Net != nil {
+			net := *boot.Net
+			net.MTU = min(net.MTU, krunMTU)
+			boot.Net = &net
+		}
 	}
 	if spec.RootDisk.NBD != nil {
 		cfg.Disk = &HelperDisk{Port: port, FD: add(spec.RootDisk.NBD), ReadOnly: spec.RootDisk.ReadOnly}
 		ports[DiskChannel] = port
-		cmdline += " sandbox.root=nbd:" + DiskChannel
+		boot.RootNBD = DiskChannel
 	} else {
 		cfg.DiskPath, cfg.DiskFormat, cfg.DiskReadOnly = spec.RootDisk.Path, spec.RootDisk.Format, spec.RootDisk.ReadOnly
 	}
 	if len(ports) > 0 {
-		cmdline += " " + channelsParam(ports)
+		boot.VsockPorts = ports
 	}
-	cfg.Cmdline = cmdline
-	return cfg, files
+	params, err := boot.Encode()
+	if err != nil {
+		return HelperConfig{}, nil, fmt.Errorf("krun: %w", err)
+	}
+	cfg.Cmdline = baseCmdline + " " + params
+	return cfg, files, nil
 }
 
 func validate(spec vmm.Spec) error {

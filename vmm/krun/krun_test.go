@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/krun"
 )
@@ -116,7 +118,10 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { nicHost.Close() })
 	diskHost, disk := socketPair(t)
 	f.spec = vmm.Spec{
-		Kernel: kernel, Initrd: initrd, Cmdline: "sandbox.hostname=contract",
+		Kernel: kernel, Initrd: initrd,
+		Boot: bootparams.Params{Hostname: "contract", Net: &bootparams.Net{
+			IP4: netip.MustParsePrefix("10.0.2.15/24"), Gateway4: netip.MustParseAddr("10.0.2.2"), MTU: 65520,
+		}},
 		CPUs: 2, MemoryMiB: 768,
 		NIC: nic, NICMTU: 65520,
 		RootDisk: vmm.Disk{ReadOnly: true, NBD: disk},
@@ -184,7 +189,8 @@ func TestContractCallSequence(t *testing.T) {
 		t.Errorf("console output not captured:\n%s", f.console)
 	}
 	cmdline := "console=ttyS0 quiet panic=-1 reboot=k cryptomgr.notests init_on_alloc=0 8250.nr_uarts=1 pci=off audit=0 lsm=capability nowatchdog" +
-		" sandbox.hostname=contract sandbox.mtu=1500 sandbox.root=nbd:disk sandbox.channels=vsock:control=1024,fs.0=1025,disk=1026"
+		" sandbox.v=1 sandbox.root=nbd:disk sandbox.hostname=contract sandbox.channels=vsock:control=1024,fs.0=1025,disk=1026" +
+		" sandbox.ip=10.0.2.15/24 sandbox.gateway=10.0.2.2 sandbox.mtu=1500"
 	want := []string{
 		"krun_set_log_level 1",
 		"krun_create_ctx",

@@ -112,14 +112,14 @@ func findBinary(explicit, pathList string) (string, error) {
 // broken guest ends the VMM rather than hanging.
 const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog"
 
-func (e *Engine) args(spec vmm.Spec) []string {
+// args returns QEMU's command line for spec, whose boot parameters are
+// already encoded as boot.
+func (e *Engine) args(spec vmm.Spec, boot string) []string {
 	cmdline := baseCmdline
 	if e.accel == AccelTCG {
 		cmdline += fmt.Sprintf(" tsc_early_khz=%d", HostTSCKHz())
 	}
-	if spec.Cmdline != "" {
-		cmdline += " " + spec.Cmdline
-	}
+	cmdline += " " + boot
 	args := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-accel", e.accel,
@@ -186,7 +186,11 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	cmd := vmm.Command(spec.Env, e.binary, e.args(spec)...)
+	boot, err := spec.Boot.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	cmd := vmm.Command(spec.Env, e.binary, e.args(spec, boot)...)
 	cmd.Stdin = nil // /dev/null
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

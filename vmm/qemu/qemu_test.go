@@ -16,11 +16,11 @@ import (
 func TestArgs(t *testing.T) {
 	e := &Engine{binary: "/usr/bin/qemu-system-x86_64", accel: AccelTCG}
 	args := e.args(vmm.Spec{
-		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio", Cmdline: "sandbox.rootmode=ro",
+		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio",
 		CPUs: 2, MemoryMiB: 768,
 		RootDisk: vmm.Disk{Path: "/img/a,b.qcow2", Format: "qcow2", ReadOnly: true},
 		Channels: []vmm.Channel{{Name: "control"}, {Name: "fs.0"}},
-	})
+	}, "sandbox.v=1 sandbox.rootmode=rw")
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
 		"-accel tcg", "-M microvm", "-m 768", "-smp 2", "-no-reboot",
@@ -35,7 +35,7 @@ func TestArgs(t *testing.T) {
 		}
 	}
 	cmdline := args[slices.Index(args, "-append")+1]
-	if !strings.HasSuffix(cmdline, " sandbox.rootmode=ro") || !strings.Contains(cmdline, " tsc_early_khz=") || !strings.Contains(cmdline, "panic=-1") {
+	if !strings.HasSuffix(cmdline, " sandbox.v=1 sandbox.rootmode=rw") || !strings.Contains(cmdline, " tsc_early_khz=") || !strings.Contains(cmdline, "panic=-1") {
 		t.Errorf("cmdline %q", cmdline)
 	}
 	if strings.Contains(cmdline, "noapictimer") {
@@ -49,7 +49,7 @@ func TestArgs(t *testing.T) {
 		CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"},
 		Channels: []vmm.Channel{{Name: "control"}},
 		NIC:      os.Stdin, NICMTU: 65520,
-	})
+	}, "sandbox.v=1")
 	// The NIC's fd follows the channels' in ExtraFiles.
 	if j := strings.Join(nic, " "); !strings.Contains(j, "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=4") ||
 		!strings.Contains(j, "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520") {
@@ -61,14 +61,14 @@ func TestArgs(t *testing.T) {
 		RootDisk: vmm.Disk{ReadOnly: true, NBD: os.Stdin},
 		Channels: []vmm.Channel{{Name: "control"}},
 		NIC:      os.Stdin, NICMTU: 1500,
-	}), " ")
+	}, "sandbox.v=1"), " ")
 	// The NBD socket follows the channels and the NIC in ExtraFiles.
 	if !strings.Contains(nbdArgs, "-blockdev driver=nbd,server.type=fd,server.str=5,export=root,node-name=root,read-only=on") ||
 		strings.Contains(nbdArgs, "-drive") {
 		t.Errorf("NBD root args: %s", nbdArgs)
 	}
 
-	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}})
+	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}}, "sandbox.v=1")
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm") || !slices.Contains(kvm, "host") {
 		t.Errorf("KVM args: %v", kvm)
 	}

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
 import { pki } from "../tests/e2e-net/pki.mjs";
+import { record } from "./promises.mjs";
 
 if (process.env.SANDBOX_NETNS_INSIDE !== "1") throw new Error("bench/http.mjs runs inside the namespace scripts/bench.sh makes");
 
@@ -91,8 +92,11 @@ try {
     const row = (label, f, unit) => {
       const [a, b, c] = [f(mw), f(bare), f(raw)];
       console.log(`  ${label.padEnd(12)} ${fmt(a)} ${fmt(b)} ${fmt(c)} ${unit.padEnd(3)} ${(a / c).toFixed(2)} / ${(b / c).toFixed(2)}`);
+      return [a / c, b / c];
     };
-    row("requests/s", (r) => requests / r.busy, "/s");
+    const [withMiddleware, without] = row("requests/s", (r) => requests / r.busy, "/s");
+    record(12, `${name} requests/s with a middleware`, withMiddleware);
+    record(12, `${name} requests/s without`, without);
     row("p50", (r) => pct(r.times, 0.5) * 1e3, "ms");
     row("p99", (r) => pct(r.times, 0.99) * 1e3, "ms");
   }

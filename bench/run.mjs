@@ -8,6 +8,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { defineSandbox, rootfs } from "@torkbot/sandbox";
+import { record } from "./promises.mjs";
 
 const boots = Number(process.env.BENCH_BOOTS ?? 5);
 const execs = Number(process.env.BENCH_EXECS ?? 50);
@@ -55,12 +56,13 @@ const base = floor();
 const lib = await library();
 
 const rows = [
-  ["cold boot → first exec output", "ms", median(lib.coldMs), median(base.coldMs)],
-  ["warm exec round trip (/bin/true)", "µs", median(lib.execUs), median(base.execUs)],
+  [1, "cold boot → first exec output", "ms", median(lib.coldMs), median(base.coldMs)],
+  [2, "warm exec round trip (/bin/true)", "µs", median(lib.execUs), median(base.execUs)],
 ];
 console.log(`median of ${boots} boots / ${execs} execs; floor = same VM driven from Go without Node (bench/floor)`);
-for (const [name, unit, l, f] of rows) {
+for (const [row, name, unit, l, f] of rows) {
   console.log(`${name.padEnd(34)} library ${l.toFixed(1).padStart(8)} ${unit}   floor ${f.toFixed(1).padStart(8)} ${unit}   ratio ${(l / f).toFixed(2)}`);
+  record(row, name, l / f);
 }
 
 // Mounts: the same workloads inside the guest on an fs.memory mount, on the
@@ -102,6 +104,7 @@ for (const [name, unit, l, f] of rows) {
       const t = median(tmpfs);
       const v = virtiofs[name];
       console.log(`${name.padEnd(30)} mount ${String(m).padStart(6)} ms   tmpfs ${String(t).padStart(5)} ms (${(m / Math.max(t, 1)).toFixed(2)})   virtiofs ${String(v).padStart(5)} ms (${(m / Math.max(v, 1)).toFixed(2)})`);
+      record(13, name, m / Math.max(v, 1));
     }
   } finally {
     await lane.close();
@@ -213,5 +216,6 @@ for (const [name, unit, l, f] of rows) {
     const o = median(ours);
     const q = median(qemu);
     console.log(`${name.padEnd(30)} ours ${String(o).padStart(7)}   qemu ${String(q).padStart(7)}   ratio ${(o / q).toFixed(2)}`);
+    record(name.startsWith("random") ? 9 : name.startsWith("write") ? 10 : 8, name, o / q);
   }
 }

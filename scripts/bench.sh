@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # npm run bench: builds what is missing, then prints the library's speed as
 # ratios against a floor measured in the same run (bench/run.mjs), then the
-# network's against slirp4netns (bench/net).
+# network's against slirp4netns (bench/net), then every promise of
+# SPECIFICATION.md next to this run's ratios, saying which hold
+# (bench/promises.mjs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/build.sh >&2
+BENCH_RESULTS=$(mktemp)
+export BENCH_RESULTS
+trap 'rm -f "$BENCH_RESULTS"' EXIT
 go build -o build/bench-floor ./bench/floor
 go build -o build/bench-virtiofs ./bench/virtiofs
 go build -o build/bench-disk ./bench/disk
@@ -20,16 +25,18 @@ if [ "$(id -u)" -eq 0 ] && { ! command -v slirp4netns || ! command -v pasta; } >
 fi
 go build -o build/bench-net ./bench/net
 gvtmp=$(mktemp -d)
-trap 'rm -rf "$gvtmp"' EXIT
+trap 'rm -rf "$gvtmp" "$BENCH_RESULTS"' EXIT
 gvargs=()
 if (cd "$gvtmp" && GOBIN="$gvtmp" timeout 180 go install github.com/containers/gvisor-tap-vsock/cmd/gvproxy@v0.8.9) >"$gvtmp/build.log" 2>&1; then
   gvargs=(-gvproxy "$gvtmp/gvproxy")
 else
   gvargs=(-gvproxy-skip "go install gvproxy@v0.8.9 failed: $(tail -n 1 "$gvtmp/build.log")")
 fi
-build/bench-net "${gvargs[@]}"
+build/bench-net -results "$BENCH_RESULTS" "${gvargs[@]}"
 
 # HTTP interception vs raw accept() of the same flows (bench/http.mjs), in a
 # network namespace of its own whose only origin is on loopback.
 SANDBOX_NETNS_INSIDE=1 unshare --net -- bash -c \
   'ip link set lo up && ip addr add 198.51.100.10/32 dev lo && exec node bench/http.mjs'
+
+node bench/promises.mjs "$BENCH_RESULTS"

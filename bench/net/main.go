@@ -68,6 +68,7 @@ var (
 	gvproxy   = flag.String("gvproxy", "", "gvproxy binary; empty skips gvproxy")
 	gvSkip    = flag.String("gvproxy-skip", "", "why no gvproxy binary is given (printed)")
 	timeout   = flag.Duration("timeout", 110*time.Second, "bound on the whole run")
+	results   = flag.String("results", "", "file to append netpolicy's ratios to, as bench/promises.mjs reads them")
 	client    = flag.String("client", "", "internal: run as the guest's client (bulk|conns)")
 )
 
@@ -221,12 +222,16 @@ func runBench() error {
 				runs[c.name] = append(runs[c.name], r)
 			}
 		}
-		results := map[string]result{}
+		medians := map[string]result{}
 		for name, rs := range runs {
-			results[name] = median(rs)
+			medians[name] = median(rs)
 		}
-		printRow(fmt.Sprintf("throughput MTU %d", mtu), contenders, results, func(r result) float64 { return r.gbps }, "Gbit/s")
-		printRow(fmt.Sprintf("connections MTU %d", mtu), contenders, results, func(r result) float64 { return r.connsPerSec }, "conn/s")
+		if err := printRow(6, fmt.Sprintf("throughput MTU %d", mtu), contenders, medians, func(r result) float64 { return r.gbps }, "Gbit/s"); err != nil {
+			return err
+		}
+		if err := printRow(7, fmt.Sprintf("connections MTU %d", mtu), contenders, medians, func(r result) float64 { return r.connsPerSec }, "conn/s"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -247,7 +252,9 @@ func median(rs []result) result {
 	return result{gbps: mid(g), connsPerSec: mid(c)}
 }
 
-func printRow(title string, cs []contender, rs map[string]result, v func(result) float64, unit string) {
+// printRow prints one figure for every contender, and records netpolicy's
+// ratio to slirp4netns as SPECIFICATION.md's row (bench/promises.mjs).
+func printRow(row int, title string, cs []contender, rs map[string]result, v func(result) float64, unit string) error {
 	base, baseOK := rs["slirp4netns"]
 	var parts []string
 	for _, c := range cs {
@@ -261,11 +268,35 @@ func printRow(title string, cs []contender, rs map[string]result, v func(result)
 			parts = append(parts, fmt.Sprintf("%s %.2f %s", c.name, v(r), unit))
 		case baseOK && base.err == nil && v(base) > 0:
 			parts = append(parts, fmt.Sprintf("%s %.2f %s (ratio %.2f)", c.name, v(r), unit, v(r)/v(base)))
+			if c.name == "netpolicy" {
+				if err := recordRatio(row, title, v(r)/v(base)); err != nil {
+					return err
+				}
+			}
 		default:
 			parts = append(parts, fmt.Sprintf("%s %.2f %s", c.name, v(r), unit))
 		}
 	}
 	fmt.Printf("%s: %s\n", title, strings.Join(parts, ", "))
+	return nil
+}
+
+// recordRatio appends one result line to -results, if given.
+func recordRatio(row int, label string, ratio float64) error {
+	if *results == "" {
+		return nil
+	}
+	line, err := json.Marshal(map[string]any{"row": row, "label": label, "ratio": ratio})
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*results, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Write(append(line, '\n'))
+	return err
 }
 
 // measure runs both figures for one contender at one MTU in a fresh guest

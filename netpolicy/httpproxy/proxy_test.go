@@ -99,32 +99,30 @@ func originHandler(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "plain %s", r.Proto)
 			return
 		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(c, brw)
+		switchProtocols(w, "h2c")
 	case "/ws":
 		// A protocol upgrade: 101, then an echo of raw bytes.
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
 		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(c, brw)
+		switchProtocols(w, "websocket")
 	default:
 		w.Header().Set("X-Origin-Proto", r.Proto)
 		fmt.Fprintf(w, "hello %s %s", r.Method, r.URL.Path)
 	}
+}
+
+// switchProtocols answers 101 for protocol, then echoes raw bytes.
+func switchProtocols(w http.ResponseWriter, protocol string) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + protocol + "\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	io.Copy(c, brw)
 }
 
 func newOrigin(t *testing.T, tlsOn, h2 bool, cert *tls.Certificate) *origin {

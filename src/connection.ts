@@ -11,6 +11,7 @@ import type {
   DnsResolverSpec,
   HttpAuthoritySpec,
   HttpConnectionMatch,
+  HttpMatchOptions,
   HttpNetworkGrant,
   HttpRequestMiddleware,
   NetworkConnectionRequest,
@@ -117,11 +118,17 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
     return typeof matcher === "function" ? runPredicate(matcher, match) : match;
   };
 
+  // A pinned name may resolve anywhere, the cloud metadata service or a
+  // private network included, and a middleware would send its credentials
+  // there: only public destinations match unless the policy says otherwise.
   const matchHttp = (
     matcher: HttpAuthoritySpec | NetworkMatchPredicate<HttpConnectionMatch>,
+    options?: HttpMatchOptions,
   ): HttpConnectionMatch | undefined => {
     const authority = typeof matcher === "function" ? undefined : parseAuthoritySpec(matcher);
+    const anyDestination = httpDestinations(options) === "any";
     if (transport !== "tcp" || isDnsQuery || pinnedHostname === undefined) return undefined;
+    if (!anyDestination && !dst.isPublicInternet()) return undefined;
     if (typeof matcher !== "function") {
       if (authority === undefined) return undefined;
       if (authority.hostname !== pinnedHostname) return undefined;
@@ -181,6 +188,14 @@ function resolversOf(options: DnsAcceptOptions | undefined): SocketAddress[] | u
     }
     return resolver;
   });
+}
+
+function httpDestinations(options: HttpMatchOptions | undefined): "public" | "any" {
+  const destinations = options?.destinations ?? "public";
+  if (destinations !== "public" && destinations !== "any") {
+    throw new TypeError(`network policy: invalid matchHttp destinations ${JSON.stringify(destinations)}: expected "public" or "any"`);
+  }
+  return destinations;
 }
 
 const HOSTNAME = /^[^\s:/\\[\]@]+$/;

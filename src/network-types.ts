@@ -64,6 +64,23 @@ export type HttpAuthoritySpec =
   | { readonly hostname: string; readonly port?: number };
 
 /**
+ * Options of `matchHttp`. A name the sandbox's DNS pinned can resolve to any
+ * address, including the cloud metadata service (169.254.169.254) or a
+ * private network, and a middleware would then send its credentials there;
+ * so by default `matchHttp` grants only public destinations.
+ */
+export interface HttpMatchOptions {
+  /**
+   * `"public"` (the default): `matchHttp` matches only when
+   * `dst.isPublicInternet()`. `"any"`: whatever the destination's class
+   * (private, link-local, reserved, documentation): for names the policy
+   * knows to live there, such as an internal Git server. The host's own
+   * addresses and loopback are refused before any policy runs, either way.
+   */
+  readonly destinations?: "public" | "any";
+}
+
+/**
  * Synchronous predicate for the match helpers. Its result counts by
  * truthiness, as in 0.6.0, so a predicate that returns a promise matches
  * whatever the promise resolves to: do async checks after the match.
@@ -141,9 +158,14 @@ export interface NetworkConnectionRequestBase<TTransport extends NetworkTranspor
   matchDns(
     matcher: DnsResolverSpec | NetworkMatchPredicate<DnsConnectionMatch>,
   ): DnsConnectionMatch | undefined;
-  /** An HTTP capability when the sandbox's DNS pinned `dst.ip` to a matching hostname (TCP only). */
+  /**
+   * An HTTP capability when the sandbox's DNS pinned `dst.ip` to a matching
+   * hostname (TCP only) and `dst` is a public address, unless
+   * `options.destinations` is `"any"`.
+   */
   matchHttp(
     matcher: HttpAuthoritySpec | NetworkMatchPredicate<HttpConnectionMatch>,
+    options?: HttpMatchOptions,
   ): HttpConnectionMatch | undefined;
 }
 

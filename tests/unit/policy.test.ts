@@ -15,7 +15,9 @@ const tcp = (ip: string, port: number, extra: Partial<PolicyEvent> = {}): Policy
 const udp = (ip: string, port: number): PolicyEvent => ({ transport: "udp", src: GUEST, dst: { ip, port } });
 const dnsQuery = (transport: "tcp" | "udp" = "udp"): PolicyEvent =>
   ({ transport, src: GUEST, dst: { ip: "10.0.2.1", port: 53 }, dnsQuery: true });
-const pinned = (hostname: string, port = 443) => tcp("203.0.113.10", port, { pinnedHostname: hostname });
+/** A public address (nothing is sent anywhere in these tests). */
+const PUBLIC = "93.184.216.34";
+const pinned = (hostname: string, port = 443, ip = PUBLIC) => tcp(ip, port, { pinnedHostname: hostname });
 
 function decide(handler: NetworkConnectionRequestHandler, event: PolicyEvent): Promise<PolicyDecision> {
   return new PolicyEvaluator(network.policy(handler)).evaluate(event);
@@ -265,7 +267,38 @@ describe("matchHttp and acceptHttp", () => {
     const match = await probe(pinned("API.GitHub.com."), (c) => c.matchHttp("api.github.com"));
     assert.equal(match?.hostname, "api.github.com");
     assert.equal(match?.port, 443);
-    assert.equal(match?.dst.ip, "203.0.113.10");
+    assert.equal(match?.dst.ip, PUBLIC);
+  });
+
+  test("grants only public destinations unless destinations is \"any\"", async () => {
+    const nonPublic = [
+      "169.254.169.254", // cloud metadata
+      "10.1.2.3",
+      "172.16.0.1",
+      "192.168.1.10",
+      "100.64.0.1",
+      "198.51.100.10",
+      "fd00:ec2::254",
+      "fe80::1",
+      "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+      "64:ff9b::a01:203", // NAT64 of 10.1.2.3
+      "::ffff:10.1.2.3",
+    ];
+    for (const ip of nonPublic) {
+      const event = pinned("api.example.test", 443, ip);
+      assert.equal(await probe(event, (c) => c.matchHttp("api.example.test")), undefined, ip);
+      assert.equal(await probe(event, (c) => c.matchHttp({ hostname: "api.example.test", port: 443 })), undefined, ip);
+      assert.equal(await probe(event, (c) => c.matchHttp(() => true)), undefined, ip);
+      assert.deepEqual(await decide((c) => { c.matchHttp(() => true)?.accept(); }, event), DENY, ip);
+      assert.equal(await probe(event, (c) => c.matchHttp("api.example.test", { destinations: "public" })), undefined, ip);
+      const match = await probe(event, (c) => c.matchHttp("api.example.test", { destinations: "any" }));
+      assert.equal(match?.hostname, "api.example.test", ip);
+      assert.ok(await probe(event, (c) => c.matchHttp((m) => m.dst.isPrivate() || !m.dst.isPublicInternet(), { destinations: "any" })), ip);
+    }
+    for (const ip of ["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"]) {
+      assert.ok(await probe(pinned("api.example.test", 443, ip), (c) => c.matchHttp("api.example.test")), ip);
+    }
+    await assert.rejects(probe(pinned("a.test"), (c) => c.matchHttp("a.test", { destinations: "private" as never })), /invalid matchHttp destinations "private"/);
   });
 
   test("ports in string and object specs; predicates", async () => {

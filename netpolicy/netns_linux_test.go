@@ -23,6 +23,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/netns"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/dns"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
@@ -546,30 +547,11 @@ func (h *harness) guestRun(stdin string, args ...string) (string, error) {
 // originsNetns names the namespace of the origins (newHarness sets it).
 var originsNetns string
 
-// inOrigins runs f on a thread that has entered the origins' namespace, so
-// that the sockets f opens live there.
+// inOrigins runs f in the origins' namespace: the sockets f opens live there.
 func inOrigins(t *testing.T, f func()) {
-	runtime.LockOSThread()
-	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
+	if err := netns.Do("/run/netns/"+originsNetns, f); err != nil {
 		t.Fatal(err)
 	}
-	defer self.Close()
-	target, err := os.Open("/run/netns/" + originsNetns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("enter %s: %v", originsNetns, err)
-	}
-	f()
-	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked, so the runtime ends it with this
-		// goroutine rather than reuse it in the wrong namespace.
-		t.Fatalf("leave %s: %v", originsNetns, err)
-	}
-	runtime.UnlockOSThread()
 }
 
 // listenOrigin listens on addr in the origins' namespace until the test ends.

@@ -132,14 +132,17 @@ describe("network policy in a VM", () => {
     let datagrams = 0;
     hostUdp.on("message", () => datagrams++);
     await new Promise((resolve) => hostUdp.bind(HOST_PORT, "::", resolve));
-    for (const address of HOST_ADDRESSES) {
-      const r = await lane.exec("curl", ["-sS", "-m", "10", `http://${address}:${HOST_PORT}/`]);
-      assert.notEqual(r.exitCode, 0, `reached the host's service at ${address}: ${r.stdout}`);
-      // UDP too: nothing must arrive (a datagram the host refused is dropped).
-      await lane.exec("bash", ["-c", `exec 3<>/dev/udp/${address.replace(/[[\]]/g, "")}/${HOST_PORT}; printf x >&3`]);
+    try {
+      for (const address of HOST_ADDRESSES) {
+        const r = await lane.exec("curl", ["-sS", "-m", "10", `http://${address}:${HOST_PORT}/`]);
+        assert.notEqual(r.exitCode, 0, `reached the host's service at ${address}: ${r.stdout}`);
+        // UDP too: nothing must arrive (a datagram the host refused is dropped).
+        await lane.exec("bash", ["-c", `exec 3<>/dev/udp/${address.replace(/[[\]]/g, "")}/${HOST_PORT}; printf x >&3`]);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      hostUdp.close();
     }
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    hostUdp.close();
     assert.equal(hostService.connections(), 0);
     assert.equal(datagrams, 0);
     const asked = events.slice(before).filter((e) => e.dst.endsWith(`:${HOST_PORT}`));

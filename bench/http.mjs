@@ -1,17 +1,20 @@
 // npm run bench, HTTP part: small GETs from the guest through interception
 // (acceptHttp with a header-setting middleware) against the same requests
 // relayed raw (accept()), to the same origin in the same run. Run by
-// scripts/bench.sh inside a network namespace of its own (SANDBOX_NETNS_INSIDE).
+// scripts/bench.sh inside the namespaces of tests/e2e-net/in-netns.sh
+// (SANDBOX_NETNS_INSIDE).
 //
 // The client is the guest's curl fetching one URL many times on one
 // keep-alive connection; it reports each request's time, so the figures are
-// per request, not per curl process.
+// per request, not per curl process. The origin's sockets live in the
+// origins' namespace of tests/e2e-net/in-netns.sh (origins.mjs).
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
+import { listenInOrigins } from "../tests/e2e-net/origins.mjs";
 import { pki } from "../tests/e2e-net/pki.mjs";
 import { record } from "./promises.mjs";
 
@@ -36,7 +39,7 @@ try {
   for (const [port, tls] of [[8080, false], [8081, false], [8082, false], [8443, true], [8444, true], [8445, true]]) {
     const server = tls ? createHttpsServer({ key, cert }, reply) : createHttpServer(reply);
     server.keepAliveTimeout = 60_000;
-    await new Promise((resolve, reject) => server.listen(port, ORIGIN, resolve).once("error", reject));
+    await listenInOrigins(server, port, ORIGIN);
     servers.push(server);
   }
   process.env.NODE_EXTRA_CA_CERTS = ca;

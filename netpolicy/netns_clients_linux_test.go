@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -197,7 +196,7 @@ func (o *clientOrigins) startSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sshd, "-D", "-e", "-f", cfg)
+	cmd := exec.Command("ip", "netns", "exec", originsNetns, sshd, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = o, o
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -230,11 +229,7 @@ func (o *clientOrigins) startTLS(t *testing.T) {
 			return nil, nil
 		},
 	}
-	l, err := tls.Listen("tcp", netip.AddrPortFrom(originA, tlsPort).String(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := tls.NewListener(listenOrigin(t, "tcp", netip.AddrPortFrom(originA, tlsPort)), cfg)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -255,11 +250,7 @@ func (o *clientOrigins) startTLS(t *testing.T) {
 // serveLines serves a line protocol on addr: reply gets each line without
 // its CRLF and the reader (for protocols with payload lines after it).
 func serveLines(t *testing.T, addr netip.AddrPort, reply func(r *bufio.Reader, line string) string) {
-	l, err := net.Listen("tcp", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := listenOrigin(t, "tcp", addr)
 	go func() {
 		for {
 			c, err := l.Accept()

@@ -125,7 +125,6 @@ func (ca *testCA) leaf(t *testing.T, dnsName string) tls.Certificate {
 }
 
 func (o *httpOrigins) start(t *testing.T, h *harness) {
-	run(t, "ip", "addr", "add", originBare.String()+"/32", "dev", "lo")
 	trusted, untrusted := newTestCA(t, "origin test CA"), newTestCA(t, "untrusted test CA")
 	h.upstreamRoots = append(h.upstreamRoots, trusted.pem...)
 
@@ -170,10 +169,7 @@ func (o *httpOrigins) start(t *testing.T, h *harness) {
 	})
 
 	serve := func(addr netip.AddrPort, cert *tls.Certificate, handler http.Handler) {
-		l, err := net.Listen("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := listenOrigin(t, "tcp", addr)
 		srv := &http.Server{Handler: handler, ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateNew && cert == nil {
 				o.connections.Add(1)

@@ -23,6 +23,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/netns"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/dns"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
@@ -33,7 +34,9 @@ import (
 // namespace.
 const envInNetns = "NETPOLICY_TEST_IN_NETNS"
 
-// Origins: documentation addresses held by lo inside the test's namespace.
+// Origins: documentation addresses held by lo inside a namespace of their
+// own (originsNetns), one veth hop from the test's namespace. They must not
+// be the test namespace's own addresses: the Stack refuses those.
 var (
 	originA  = netip.MustParseAddr("198.51.100.10") // allowed origin
 	originB  = netip.MustParseAddr("203.0.113.10")  // denied origin, custom resolver
@@ -44,9 +47,17 @@ var (
 
 var tools = map[string]string{"dig": "dnsutils", "nc": "netcat-openbsd", "socat": "socat", "curl": "curl", "ip": "iproute2"}
 
+// hostAddr is the test namespace's own address on its link to the origins:
+// to the Stack, the host's address. hostAddrs are all the addresses of the
+// test namespace, the Stack's host, that are not loopback.
+var (
+	hostAddr  = netip.MustParseAddr("10.255.0.1")
+	hostAddrs = []netip.Addr{hostAddr, netip.MustParseAddr("fd99::1"), netip.MustParseAddr("192.0.2.53")}
+)
+
 // TestNetns runs real clients in a "guest" namespace whose TAP device is
-// bridged to a Stack; upstream dials land on origins in the test's own
-// namespace, which has no route out.
+// bridged to a Stack; upstream dials land on origins in a namespace of their
+// own, reached from the test's namespace, which has no route out.
 func TestNetns(t *testing.T) {
 	if os.Getenv(envInNetns) == "" {
 		reexecInNetns(t)
@@ -96,6 +107,58 @@ func TestNetns(t *testing.T) {
 		}
 		if n := h.deniedAccepts.Load(); n != 0 {
 			t.Fatalf("origin saw %d connections", n)
+		}
+	})
+	t.Run("host's own addresses refused", func(t *testing.T) {
+		// A service bound to every address of the host, as a database or
+		// a container engine's API may be, under a policy that accepts
+		// the host's addresses.
+		l, err := net.Listen("tcp", ":7777")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		var accepted atomic.Int64
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				accepted.Add(1)
+				c.Close()
+			}
+		}()
+		pc, err := net.ListenPacket("udp", ":7777")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		var datagrams atomic.Int64
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+				datagrams.Add(1)
+			}
+		}()
+		before := h.policy.count()
+		for _, a := range hostAddrs {
+			if out, err := h.guestErr("nc", "-z", "-w", "3", a.String(), "7777"); err == nil {
+				t.Errorf("guest connected to the host's %s:7777: %q", a, out)
+			}
+			h.guestIn(t, "ping", "socat", "-t", "0.5", "-", "UDP:"+netip.AddrPortFrom(a, 7777).String())
+		}
+		if n := accepted.Load(); n != 0 {
+			t.Errorf("the host's service accepted %d connections from the guest", n)
+		}
+		if n := datagrams.Load(); n != 0 {
+			t.Errorf("the host's service got %d datagrams from the guest", n)
+		}
+		if n := h.policy.count() - before; n != 0 {
+			t.Errorf("the policy was asked %d times about the host's addresses: %v", n, h.policy.since(before))
 		}
 	})
 	t.Run("gateway non-dns refused", func(t *testing.T) {
@@ -266,10 +329,35 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 	}
 	requireIsolated(t)
 	run(t, "ip", "link", "set", "lo", "up")
-	for _, a := range []string{"198.51.100.10/32", "203.0.113.10/32", "192.0.2.53/32"} {
-		run(t, "ip", "addr", "add", a, "dev", "lo")
+	// The host's resolver is the test namespace's own: resolvers are the
+	// policy's choice, not the guest's, and may be local.
+	run(t, "ip", "addr", "add", "192.0.2.53/32", "dev", "lo")
+	originsNetns = fmt.Sprintf("nporigins%d", os.Getpid())
+	run(t, "ip", "netns", "add", originsNetns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", originsNetns).Run() })
+	run(t, "ip", "link", "add", "npup0", "type", "veth", "peer", "name", "npup1", "netns", originsNetns)
+	for _, c := range [][]string{
+		{"ip", "link", "set", "npup0", "up"},
+		{"ip", "addr", "add", hostAddr.String() + "/30", "dev", "npup0"},
+		{"ip", "-6", "addr", "add", "fd99::1/64", "dev", "npup0", "nodad"},
+		{"ip", "route", "add", "198.51.100.0/24", "via", "10.255.0.2"},
+		{"ip", "route", "add", "203.0.113.0/24", "via", "10.255.0.2"},
+		{"ip", "-6", "route", "add", "2001:db8::/32", "via", "fd99::2"},
+	} {
+		run(t, c...)
 	}
-	run(t, "ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad")
+	for _, c := range [][]string{
+		{"ip", "link", "set", "lo", "up"},
+		{"ip", "link", "set", "npup1", "up"},
+		{"ip", "addr", "add", "10.255.0.2/30", "dev", "npup1"},
+		{"ip", "-6", "addr", "add", "fd99::2/64", "dev", "npup1", "nodad"},
+		{"ip", "addr", "add", "198.51.100.10/32", "dev", "lo"},
+		{"ip", "addr", "add", "198.51.100.11/32", "dev", "lo"},
+		{"ip", "addr", "add", "203.0.113.10/32", "dev", "lo"},
+		{"ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad"},
+	} {
+		run(t, append([]string{"ip", "netns", "exec", originsNetns}, c...)...)
+	}
 	requireIsolated(t)
 
 	h := &harness{policy: &testPolicy{}, netns: fmt.Sprintf("nptest%d", os.Getpid())}
@@ -456,15 +544,45 @@ func (h *harness) guestRun(stdin string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
+// originsNetns names the namespace of the origins (newHarness sets it).
+var originsNetns string
+
+// inOrigins runs f in the origins' namespace: the sockets f opens live there.
+func inOrigins(t *testing.T, f func()) {
+	if err := netns.Do("/run/netns/"+originsNetns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listenOrigin listens on addr in the origins' namespace until the test ends.
+func listenOrigin(t *testing.T, network string, addr netip.AddrPort) net.Listener {
+	var l net.Listener
+	var err error
+	inOrigins(t, func() { l, err = net.Listen(network, addr.String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// listenOriginPacket opens a datagram socket on addr in the origins'
+// namespace until the test ends.
+func listenOriginPacket(t *testing.T, addr netip.AddrPort) net.PacketConn {
+	var pc net.PacketConn
+	var err error
+	inOrigins(t, func() { pc, err = net.ListenPacket("udp", addr.String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
 // startOrigins starts the servers the guest's flows land on.
 func (h *harness) startOrigins(t *testing.T) {
 	listen := func(a netip.Addr, port uint16) net.Listener {
-		l, err := net.Listen("tcp", netip.AddrPortFrom(a, port).String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		return l
+		return listenOrigin(t, "tcp", netip.AddrPortFrom(a, port))
 	}
 	serve := func(l net.Listener, handle func(net.Conn)) {
 		go func() {
@@ -497,11 +615,7 @@ func (h *harness) startOrigins(t *testing.T) {
 		serve(listen(originB, port), func(net.Conn) { h.deniedAccepts.Add(1) })
 	}
 
-	pc, err := net.ListenPacket("udp", netip.AddrPortFrom(originA, 7).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
+	pc := listenOriginPacket(t, netip.AddrPortFrom(originA, 7))
 	go func() {
 		buf := make([]byte, 1<<16)
 		for {
@@ -541,12 +655,25 @@ func (h *harness) startOrigins(t *testing.T) {
 	for _, d := range []struct {
 		addr    netip.Addr
 		handler mdns.Handler
-	}{{resolver, hostDNS}, {originB, customDNS}} {
+		origin  bool
+	}{{resolver, hostDNS, false}, {originB, customDNS, true}} {
 		for _, network := range []string{"udp", "tcp"} {
 			started := make(chan struct{})
-			s := &mdns.Server{Addr: netip.AddrPortFrom(d.addr, 53).String(), Net: network, Handler: d.handler, NotifyStartedFunc: func() { close(started) }}
+			addr := netip.AddrPortFrom(d.addr, 53)
+			s := &mdns.Server{Addr: addr.String(), Net: network, Handler: d.handler, NotifyStartedFunc: func() { close(started) }}
+			if d.origin && network == "udp" {
+				s.PacketConn = listenOriginPacket(t, addr)
+			} else if d.origin {
+				s.Listener = listenOrigin(t, "tcp", addr)
+			}
 			errc := make(chan error, 1)
-			go func() { errc <- s.ListenAndServe() }()
+			go func() {
+				if d.origin {
+					errc <- s.ActivateAndServe()
+				} else {
+					errc <- s.ListenAndServe()
+				}
+			}()
 			select {
 			case <-started:
 			case err := <-errc:
@@ -588,6 +715,10 @@ func (p *testPolicy) Decide(_ context.Context, f netpolicy.Flow) (netpolicy.Deci
 	case f.Dst == netip.AddrPortFrom(originA, 80):
 		return netpolicy.Decision{Action: netpolicy.AcceptHTTP}, nil
 	case f.Dst.Addr() == originA || f.Dst.Addr() == origin6:
+		return netpolicy.Decision{Action: netpolicy.Accept}, nil
+	case slices.Contains(hostAddrs, f.Dst.Addr()):
+		// A policy that allows these (by class, or everything) must
+		// still not reach the host: the Stack refuses them first.
 		return netpolicy.Decision{Action: netpolicy.Accept}, nil
 	}
 	return netpolicy.Decision{Action: netpolicy.Deny}, nil

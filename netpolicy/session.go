@@ -193,7 +193,7 @@ func (s *session) handleTCP(r *tcp.ForwarderRequest) {
 		}
 		s.serveDNSTCP(guest, src, dst)
 		return
-	case neverDial(dst.Addr()):
+	case refused(dst.Addr()):
 		r.Complete(true)
 		return
 	}
@@ -285,7 +285,9 @@ func relayTCP(ctx context.Context, guest *guestConn, up net.Conn) {
 // Datagrams to the gateways' other ports and to destinations never dialed
 // make no flow: no policy is asked for them, so there is nothing to
 // remember. Beyond maxUDPFlows, datagrams that would start a flow are
-// dropped.
+// dropped. The host's own addresses are recognised in the flow's goroutine
+// (a kernel lookup has no place on the packet path): such a flow drops its
+// datagrams until idle without asking the policy.
 func (s *session) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	src, dst := addrPort(id.RemoteAddress, id.RemotePort), addrPort(id.LocalAddress, id.LocalPort)
@@ -316,6 +318,10 @@ func (s *session) serveUDPFlow(guest *gonet.UDPConn, src, dst netip.AddrPort) {
 	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
 	defer stop()
 	idle := s.cfg.UDPIdleTimeout
+	if refused(dst.Addr()) {
+		drainUntilIdle(guest, idle)
+		return
+	}
 	d, release := s.decide(Flow{Transport: "udp", Src: src, Dst: dst, Hostname: s.pins.Lookup(dst.Addr())})
 	defer release()
 	if d.Action != Accept {

@@ -29,9 +29,13 @@
 // Before any policy is asked, destinations that would reach the host
 // itself or make no sense as a unicast peer are refused: loopback
 // (127.0.0.0/8, ::1), unspecified (0.0.0.0/8, ::, which the host's kernel
-// routes to itself), IPv4-mapped IPv6, multicast and broadcast. Other
-// gateway ports than 53 are refused too. The host's other addresses are not
-// special: the policy sees them like any destination.
+// routes to itself), IPv4-mapped IPv6, multicast and broadcast, and any
+// address the host's kernel would deliver to the host itself (its
+// interface addresses, public, LAN or docker0 alike, and its broadcast and
+// anycast addresses; see isHostAddress). A NAT64 address (64:ff9b::/96) is
+// refused when the IPv4 address it embeds would be. Other gateway ports
+// than 53 are refused too. Services the host binds to 0.0.0.0 are thereby
+// out of reach whatever the policy allows, as loopback ones are.
 //
 // # Bounds
 //
@@ -306,10 +310,14 @@ func newNetstack(ep stack.LinkEndpoint) (*stack.Stack, error) {
 }
 
 // neverDial reports whether a guest destination is refused before any
-// policy is asked. See the package documentation.
+// policy is asked, by its address alone (refused also checks the host's
+// addresses). See the package documentation.
 func neverDial(a netip.Addr) bool {
 	if a.Is4In6() {
 		return true
+	}
+	if v4, ok := nat64Embedded(a); ok {
+		return neverDial(v4)
 	}
 	if a.Is4() {
 		b := a.As4()
@@ -318,6 +326,32 @@ func neverDial(a netip.Addr) bool {
 		}
 	}
 	return a.IsLoopback() || a.IsUnspecified() || a.IsMulticast() || a == subnetBroadcast
+}
+
+// refused reports whether a guest destination is refused before any policy
+// is asked: neverDial, or an address of the host itself (for a NAT64
+// address, its embedded IPv4 address's).
+func refused(a netip.Addr) bool {
+	if neverDial(a) {
+		return true
+	}
+	if v4, ok := nat64Embedded(a); ok {
+		return isHostAddress(v4) || isHostAddress(a)
+	}
+	return isHostAddress(a)
+}
+
+// nat64Prefix is the well-known NAT64 prefix (RFC 6052): a NAT64 gateway
+// translates 64:ff9b::a.b.c.d to the IPv4 destination a.b.c.d.
+var nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+
+// nat64Embedded returns the IPv4 address a NAT64 address embeds.
+func nat64Embedded(a netip.Addr) (netip.Addr, bool) {
+	if !nat64Prefix.Contains(a) {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	return netip.AddrFrom4([4]byte(b[12:])), true
 }
 
 // subnetBroadcast is GuestSubnetIPv4's directed broadcast address.

@@ -34,9 +34,8 @@ else
 fi
 build/bench-net -results "$BENCH_RESULTS" "${gvargs[@]}"
 
-# HTTP interception vs raw accept() of the same flows (bench/http.mjs), in a
-# network namespace of its own whose only origin is on loopback.
-SANDBOX_NETNS_INSIDE=1 unshare --net -- bash -c \
-  'ip link set lo up && ip addr add 198.51.100.10/32 dev lo && exec node bench/http.mjs'
+# HTTP interception vs raw accept() of the same flows (bench/http.mjs), in
+# the network e2e suite's namespaces: its origin lives one veth hop away.
+bash tests/e2e-net/in-netns.sh node bench/http.mjs
 
 node bench/promises.mjs "$BENCH_RESULTS"

@@ -4,13 +4,14 @@
 // handler runs (0.6.0's semantics).
 
 import { createNetworkEndpoint, isPort, parseEndpointSpec, parseResolverSpec, type SocketAddress } from "./endpoint.js";
-import { parseIpAddress, sameIpAddress, type IpAddress } from "./ip.js";
+import { addressClasses, mayBeMetadataService, parseIpAddress, sameIpAddress, type IpAddress } from "./ip.js";
 import type {
   DnsAcceptOptions,
   DnsConnectionMatch,
   DnsResolverSpec,
   HttpAuthoritySpec,
   HttpConnectionMatch,
+  HttpMatchOptions,
   HttpNetworkGrant,
   HttpRequestMiddleware,
   NetworkConnectionRequest,
@@ -117,11 +118,17 @@ export function createConnection(event: PolicyEvent, recorder: GrantRecorder): N
     return typeof matcher === "function" ? runPredicate(matcher, match) : match;
   };
 
+  // A pinned name may resolve anywhere, a cloud metadata service included,
+  // and a middleware would send its credentials there: that never matches
+  // unless the policy says so (HttpMatchOptions).
   const matchHttp = (
     matcher: HttpAuthoritySpec | NetworkMatchPredicate<HttpConnectionMatch>,
+    options?: HttpMatchOptions,
   ): HttpConnectionMatch | undefined => {
     const authority = typeof matcher === "function" ? undefined : parseAuthoritySpec(matcher);
+    const destinations = httpDestinations(options);
     if (transport !== "tcp" || isDnsQuery || pinnedHostname === undefined) return undefined;
+    if (!destinationAllowed(destinations, destination.address)) return undefined;
     if (typeof matcher !== "function") {
       if (authority === undefined) return undefined;
       if (authority.hostname !== pinnedHostname) return undefined;
@@ -181,6 +188,27 @@ function resolversOf(options: DnsAcceptOptions | undefined): SocketAddress[] | u
     }
     return resolver;
   });
+}
+
+type HttpDestinations = NonNullable<HttpMatchOptions["destinations"]>;
+
+function httpDestinations(options: HttpMatchOptions | undefined): HttpDestinations {
+  const destinations = options?.destinations ?? "routable";
+  if (destinations !== "routable" && destinations !== "public" && destinations !== "any") {
+    throw new TypeError(`network policy: invalid matchHttp destinations ${JSON.stringify(destinations)}: expected "routable", "public" or "any"`);
+  }
+  return destinations;
+}
+
+function destinationAllowed(destinations: HttpDestinations, address: IpAddress): boolean {
+  switch (destinations) {
+    case "any":
+      return true;
+    case "public":
+      return addressClasses(address).has("global");
+    case "routable":
+      return !mayBeMetadataService(address);
+  }
 }
 
 const HOSTNAME = /^[^\s:/\\[\]@]+$/;

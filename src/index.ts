@@ -39,6 +39,7 @@ export type {
   DnsResolverSpec,
   DnsUpstreamResolver,
   HttpAuthoritySpec,
+  HttpMatchOptions,
   HttpConnectionMatch,
   HttpNetworkGrant,
   HttpRequestMiddleware,

@@ -14,6 +14,10 @@
 // (Teredo, 6to4, ORCHID) are treated as reserved: a policy must not mistake
 // them for the open internet. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are what the host
 // dials as IPv4, so they are classified and compared as that IPv4 address.
+// NAT64 addresses (64:ff9b::a.b.c.d, RFC 6052) reach a.b.c.d through a
+// translator, so they are classified as that IPv4 address (64:ff9b::a9fe:a9fe
+// is link-local, as 169.254.169.254 is), but compared as themselves: they are
+// another destination to dial.
 
 export interface IpAddress {
   readonly family: 4 | 6;
@@ -34,6 +38,8 @@ export type AddressClass =
 const IPV4_OCTET = /^(?:0|[1-9][0-9]{0,2})$/;
 const IPV6_GROUP = /^[0-9a-fA-F]{1,4}$/;
 const IPV4_MAPPED_PREFIX = 0xffffn;
+/** 64:ff9b::/96, the well-known NAT64 prefix, shifted right by 32 bits. */
+const NAT64_PREFIX = 0x0064ff9b0000000000000000n;
 
 export function parseIpAddress(text: string): IpAddress | undefined {
   const family = text.includes(":") ? 6 : 4;
@@ -166,7 +172,6 @@ const REGISTRY: readonly RegistryEntry[] = [
 
   entry("::/0", "reserved"), //                   reserved by IETF (IPv6 Address Space registry)
   entry("::1/128", "loopback"), //                RFC 4291
-  entry("64:ff9b::/96", "global"), //             IPv4/IPv6 translation (RFC 6052)
   entry("2000::/3", "global"), //                 global unicast (RFC 4291)
   entry("2001::/23", "reserved"), //              IETF protocol assignments (RFC 2928), incl. Teredo, ORCHID
   entry("2001:1::1/128", "global"), //            PCP anycast (RFC 7723)
@@ -185,7 +190,33 @@ const REGISTRY: readonly RegistryEntry[] = [
   entry("ff00::/8", "multicast"), //              RFC 4291
 ];
 
+/**
+ * Cloud metadata services outside link-local space: AWS's IPv6 endpoint and
+ * Alibaba Cloud's. (169.254.169.254, which most clouds use, is link-local.)
+ */
+const METADATA_SERVICES: readonly IpAddress[] = [
+  { family: 6, value: 0xfd000ec2000000000000000000000254n },
+  { family: 4, value: 0x646464c8n },
+];
+
+/**
+ * Whether a request to this address could reach a cloud metadata service:
+ * a link-local address, or one of the services' other addresses, through
+ * IPv4-mapped and NAT64 forms too.
+ */
+export function mayBeMetadataService(address: IpAddress): boolean {
+  if (addressClasses(address).has("link-local")) return true;
+  const dialled = address.family === 6 && address.value >> 32n === NAT64_PREFIX
+    ? { family: 4 as const, value: address.value & 0xffffffffn }
+    : address;
+  return METADATA_SERVICES.some((service) => sameIpAddress(service, dialled));
+}
+
 export function addressClasses(address: IpAddress): ReadonlySet<AddressClass> {
+  if (address.family === 6 && address.value >> 32n === NAT64_PREFIX) {
+    // IPv4/IPv6 translation (RFC 6052): the class of the IPv4 destination.
+    return addressClasses({ family: 4, value: address.value & 0xffffffffn });
+  }
   const effective = effectiveAddress(address);
   const bits = effective.family === 4 ? 32 : 128;
   let best: RegistryEntry | undefined;

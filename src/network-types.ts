@@ -64,6 +64,25 @@ export type HttpAuthoritySpec =
   | { readonly hostname: string; readonly port?: number };
 
 /**
+ * Options of `matchHttp`. A name the sandbox's DNS pinned can resolve to any
+ * address, including a cloud metadata service (169.254.169.254), and a
+ * middleware would then send its credentials there; so by default
+ * `matchHttp` never grants link-local destinations or the metadata services'
+ * other addresses (`fd00:ec2::254`, `100.100.100.200`), and grants the rest
+ * as 0.6.0 did, private networks included.
+ */
+export interface HttpMatchOptions {
+  /**
+   * `"routable"` (the default): any destination but link-local ones and the
+   * metadata services. `"public"`: only when `dst.isPublicInternet()`, for a
+   * policy whose names must never lead into a private network. `"any"`:
+   * whatever the destination's class. The host's own addresses and loopback
+   * are refused before any policy runs, either way.
+   */
+  readonly destinations?: "routable" | "public" | "any";
+}
+
+/**
  * Synchronous predicate for the match helpers. Its result counts by
  * truthiness, as in 0.6.0, so a predicate that returns a promise matches
  * whatever the promise resolves to: do async checks after the match.
@@ -141,9 +160,14 @@ export interface NetworkConnectionRequestBase<TTransport extends NetworkTranspor
   matchDns(
     matcher: DnsResolverSpec | NetworkMatchPredicate<DnsConnectionMatch>,
   ): DnsConnectionMatch | undefined;
-  /** An HTTP capability when the sandbox's DNS pinned `dst.ip` to a matching hostname (TCP only). */
+  /**
+   * An HTTP capability when the sandbox's DNS pinned `dst.ip` to a matching
+   * hostname (TCP only) and `dst` is of the classes `options.destinations`
+   * allows (by default: not link-local, not a cloud metadata service).
+   */
   matchHttp(
     matcher: HttpAuthoritySpec | NetworkMatchPredicate<HttpConnectionMatch>,
+    options?: HttpMatchOptions,
   ): HttpConnectionMatch | undefined;
 }
 

@@ -39,7 +39,9 @@ type Request struct {
 	// host from the request's Host (or :authority); path and query as
 	// sent. It is informational: changes to it are ignored.
 	URL *url.URL
-	// Header holds the request headers without hop-by-hop ones. The
+	// Header holds the request headers without hop-by-hop ones, except
+	// an upgrade: "Upgrade" (the protocols, h2c left out) with
+	// "Connection: upgrade" (see Upgrades in the package doc). The
 	// middleware may change it; the result is what goes upstream. The
 	// guest never sees it. A "Host" entry is ignored: the guest's Host is
 	// forwarded as sent (see the authority rule in the package doc).

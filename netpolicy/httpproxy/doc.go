@@ -34,13 +34,28 @@
 //	Host/SNI disagrees (below)          421, middleware not called, nothing sent upstream
 //	CONNECT                             405
 //	TRACE                               405 (the origin would echo the injected headers)
+//	upgrade refused by the middleware   403, nothing sent upstream
 //
 // Hop-by-hop headers the guest sends (RFC 9110's, and those its
 // Connection header names) are hidden from the middleware and not
 // forwarded; the guest's Connection header itself is not forwarded either,
 // so naming a header the middleware set (Connection: Authorization) does
-// not remove it. An upgrade (Connection: Upgrade with Upgrade) and
-// "TE: trailers" go on.
+// not remove it. "TE: trailers" goes on.
+//
+// # Upgrades
+//
+// After a 101 the connection is a tunnel between the guest and the origin:
+// the middleware sees nothing more of it. So an upgrade request
+// (Connection naming "upgrade", with Upgrade) is shown to the middleware
+// as "Upgrade: <protocols>" and "Connection: upgrade", and forwarded only
+// as the middleware left it: an error refuses it (403, nothing upstream),
+// and deleting either header sends a plain request instead (the origin
+// answers it without switching). A middleware that ignores both lets the
+// upgrade through, as a 0.6.0 middleware, which saw every header, did. An
+// h2c upgrade is never forwarded: the guest would then send HTTP/2
+// requests straight to the origin, none of them seen by the middleware.
+// The h2c protocol (and HTTP2-Settings) is dropped from the request, which
+// goes on as HTTP/1.1, as to an origin without h2c.
 //
 // # Authority rule
 //

@@ -196,6 +196,7 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	hop := hopHeaders(r.Header)
+	upgrade := upgradeProtocols(r.Header)
 	req := &Request{
 		Protocol: ProtocolHTTP1,
 		Method:   r.Method,
@@ -228,6 +229,13 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, h := range hop {
 		req.Header.Del(h)
 	}
+	if upgrade != "" {
+		// The middleware sees an upgrade as the guest asked for it (as
+		// 0.6.0's did), so that it can refuse it (throw) or downgrade the
+		// request to a plain one (delete either header).
+		req.Header.Set("Upgrade", upgrade)
+		req.Header.Set("Connection", "upgrade")
+	}
 	if mw := fc.flow.Middleware; mw != nil {
 		if err := mw.Handle(r.Context(), req); err != nil {
 			plainError(w, http.StatusForbidden, msgDenied)
@@ -236,24 +244,28 @@ func (fc *flowConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The middleware's headers go upstream. Of the guest's hop-by-hop
 	// headers, ReverseProxy needs back only what it forwards itself: an
-	// upgrade (Connection: Upgrade with Upgrade) and "TE: trailers". The
-	// guest's Connection header is not put back as it was: ReverseProxy
-	// would strip every header it names, and the guest would name the
-	// ones the middleware set (Connection: Authorization).
+	// upgrade the middleware kept and "TE: trailers". The guest's
+	// Connection header is not put back as it was: ReverseProxy would
+	// strip every header it names, and the guest would name the ones the
+	// middleware set (Connection: Authorization).
 	out := req.Header
 	if out == nil {
 		out = http.Header{}
 	}
-	out.Del("Connection")
-	for _, h := range []string{"Te", "Upgrade"} {
-		if _, ok := out[h]; !ok {
-			if v := r.Header.Values(h); len(v) > 0 {
-				out[h] = v
-			}
-		}
+	kept := ""
+	if upgrade != "" && connectionHas(out, "upgrade") {
+		kept = upgradeProtocols(http.Header{"Connection": {"upgrade"}, "Upgrade": out.Values("Upgrade")})
 	}
-	if out.Get("Upgrade") != "" && connectionHas(r.Header, "upgrade") {
+	out.Del("Connection")
+	out.Del("Upgrade")
+	if kept != "" {
 		out.Set("Connection", "Upgrade")
+		out.Set("Upgrade", kept)
+	}
+	if _, ok := out["Te"]; !ok {
+		if v := r.Header.Values("Te"); len(v) > 0 {
+			out["Te"] = v
+		}
 	}
 	r.Header = out
 	fc.rp.ServeHTTP(w, r)
@@ -302,6 +314,29 @@ func connectionHas(h http.Header, token string) bool {
 	return false
 }
 
+// upgradeProtocols returns the protocols an upgrade request in h asks for
+// (its Upgrade header, when Connection names "upgrade"), comma-separated,
+// without h2c: after an h2c upgrade the guest would speak HTTP/2 straight
+// to the origin, in requests the middleware never sees, so it is dropped
+// and the request goes on as HTTP/1.1, as to a server without h2c (RFC
+// 9113 deprecates that upgrade). "" when nothing is left to upgrade to.
+func upgradeProtocols(h http.Header) string {
+	if !connectionHas(h, "upgrade") {
+		return ""
+	}
+	var protocols []string
+	for _, v := range h.Values("Upgrade") {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			name, _, _ := strings.Cut(p, "/")
+			if p != "" && !strings.EqualFold(name, "h2c") {
+				protocols = append(protocols, p)
+			}
+		}
+	}
+	return strings.Join(protocols, ", ")
+}
+
 // hopHeaders returns the canonical names of the hop-by-hop headers
 // present in h: the RFC 9110 list and those named by Connection.
 func hopHeaders(h http.Header) []string {
@@ -323,7 +358,8 @@ func hopHeaders(h http.Header) []string {
 			add(n)
 		}
 	}
-	for _, n := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+	// HTTP2-Settings belongs to an h2c upgrade, which is never forwarded.
+	for _, n := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Http2-Settings"} {
 		add(n)
 	}
 	return names

@@ -92,24 +92,37 @@ func originHandler(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case "/notmodified":
 		w.WriteHeader(http.StatusNotModified)
+	case "/h2c":
+		// An origin that takes any h2c upgrade, then echoes raw bytes
+		// (the HTTP/2 requests a guest would send past the middleware).
+		if !strings.Contains(strings.ToLower(r.Header.Get("Upgrade")), "h2c") {
+			fmt.Fprintf(w, "plain %s", r.Proto)
+			return
+		}
+		switchProtocols(w, "h2c")
 	case "/ws":
 		// A protocol upgrade: 101, then an echo of raw bytes.
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
 		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(c, brw)
+		switchProtocols(w, "websocket")
 	default:
 		w.Header().Set("X-Origin-Proto", r.Proto)
 		fmt.Fprintf(w, "hello %s %s", r.Method, r.URL.Path)
 	}
+}
+
+// switchProtocols answers 101 for protocol, then echoes raw bytes.
+func switchProtocols(w http.ResponseWriter, protocol string) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + protocol + "\r\nConnection: Upgrade\r\n\r\n")
+	brw.Flush()
+	io.Copy(c, brw)
 }
 
 func newOrigin(t *testing.T, tlsOn, h2 bool, cert *tls.Certificate) *origin {
@@ -637,8 +650,8 @@ func TestWebSocketUpgradeAfterMiddleware(t *testing.T) {
 			if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping over the upgraded stream" {
 				t.Fatalf("echo %q, %v", got, err)
 			}
-			if r := <-seen; r.Header.Get("Upgrade") != "" {
-				t.Errorf("middleware saw hop-by-hop Upgrade %q", r.Header.Get("Upgrade"))
+			if r := <-seen; r.Header.Get("Upgrade") != "websocket" || r.Header.Get("Connection") != "upgrade" {
+				t.Errorf("middleware saw Upgrade %q, Connection %q: want the upgrade it may refuse", r.Header.Get("Upgrade"), r.Header.Get("Connection"))
 			}
 			if got := o.last().Header.Get("Authorization"); got != secret {
 				t.Errorf("origin saw Authorization %q: the middleware did not run before the upgrade", got)
@@ -836,5 +849,67 @@ func TestTraceIs405(t *testing.T) {
 	}
 	if n := o.count(); n != 0 {
 		t.Errorf("the origin got %d requests", n)
+	}
+}
+
+// A middleware refuses an upgrade by throwing (403, nothing upstream) or
+// turns it into a plain request by deleting its Upgrade header; either
+// way no tunnel opens.
+func TestMiddlewareRefusesUpgrades(t *testing.T) {
+	const upgradeRequest = "GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	o := newOrigin(t, false, false, nil)
+	refuse := httpproxy.MiddlewareFunc(func(_ context.Context, r *httpproxy.Request) error {
+		if r.Header.Get("Upgrade") != "" {
+			return errors.New("no upgrades")
+		}
+		return nil
+	})
+	h := newHarness(t, o.addr(), "example.com", refuse, nil)
+	if resp := rawExchange(t, h, upgradeRequest); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("refused upgrade: status %d, want 403", resp.StatusCode)
+	}
+	if n := o.count(); n != 0 {
+		t.Errorf("the origin got %d requests for a refused upgrade", n)
+	}
+
+	for _, del := range []string{"Upgrade", "Connection"} {
+		downgrade := httpproxy.MiddlewareFunc(func(_ context.Context, r *httpproxy.Request) error {
+			r.Header.Del(del)
+			return nil
+		})
+		h = newHarness(t, o.addr(), "example.com", downgrade, nil)
+		if resp := rawExchange(t, h, upgradeRequest); resp.StatusCode != http.StatusUpgradeRequired {
+			t.Errorf("%s deleted: status %d, want the origin's 426 to a plain request", del, resp.StatusCode)
+		}
+		if got := o.last().Header.Get("Upgrade"); got != "" {
+			t.Errorf("%s deleted: the origin saw Upgrade %q", del, got)
+		}
+	}
+}
+
+// An h2c upgrade would have the guest speak HTTP/2 straight to the origin,
+// in requests the middleware never sees: it is not forwarded, and the
+// request is served as HTTP/1.1.
+func TestH2CUpgradeIsNotForwarded(t *testing.T) {
+	o := newOrigin(t, false, false, nil)
+	seen := make(chan *httpproxy.Request, 1)
+	h := newHarness(t, o.addr(), "example.com", injector(seen), nil)
+	for _, upgrade := range []string{"h2c", "H2C", "h2c/1"} {
+		resp := rawExchange(t, h, "GET /h2c HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n"+
+			"Upgrade: "+upgrade+"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("Upgrade: %s: status %d, want 200 over HTTP/1.1", upgrade, resp.StatusCode)
+		}
+		last := o.last()
+		if got := last.Header.Get("Upgrade") + last.Header.Get("Http2-Settings"); got != "" {
+			t.Errorf("Upgrade: %s: the origin saw %q", upgrade, got)
+		}
+		if last.Header.Get("Authorization") != secret {
+			t.Errorf("Upgrade: %s: the middleware's header did not reach the origin", upgrade)
+		}
+		if r := <-seen; r.Header.Get("Upgrade") != "" {
+			t.Errorf("Upgrade: %s: the middleware saw Upgrade %q", upgrade, r.Header.Get("Upgrade"))
+		}
 	}
 }

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
 import { debPackage, npmTarball } from "../e2e/fixtures/agent-files.mjs";
+import { listenInOrigins } from "./origins.mjs";
 import { pki } from "./pki.mjs";
 
 const ORIGIN = "198.51.100.10";
@@ -142,7 +143,7 @@ describe("debian:13's git, npm and apt through HTTP interception", () => {
       if (path === `/npm/greet/-/${tarball.file}`) return res.writeHead(200, { "content-type": "application/octet-stream" }).end(tarball.bytes);
       res.writeHead(404).end("no such package\n");
     });
-    await new Promise((resolve, reject) => server.listen(PORT, ORIGIN, resolve).once("error", reject));
+    await listenInOrigins(server, PORT, ORIGIN);
     dnsmasq = spawn("dnsmasq", [
       "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", `--listen-address=${RESOLVER}`,
       "--port=53", `--address=/${HOST}/${ORIGIN}`, "--log-facility=-",
@@ -153,6 +154,7 @@ describe("debian:13's git, npm and apt through HTTP interception", () => {
       rootfs: rootfs.builtIn("debian:13"),
       network: network.policy((conn) => {
         if (conn.matchDns({ ip: RESOLVER })?.accept()) return;
+        // The origin is documentation space, not public.
         conn.matchHttp({ hostname: HOST, port: PORT })?.accept(inject);
       }),
     }).boot({ cwd: "/tmp" });

@@ -1,10 +1,12 @@
 // HTTP(S) interception through the public API, in a real VM: the guest's
 // stock curl trusts the per-boot interception CA through the image's own
 // trust store (no --cacert), an acceptHttp middleware injects a credential
-// the origin sees and the guest never does, and every refusal fails closed.
+// the origin sees and the guest never does, every refusal fails closed,
+// and a WebSocket upgrade is the middleware's to see and refuse.
 // Runs only inside the network namespace tests/e2e-net/run.sh makes.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createSecureServer } from "node:http2";
@@ -12,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { defineSandbox, fs, network, rootfs } from "@torkbot/sandbox";
+import { listenInOrigins } from "./origins.mjs";
 import { pki } from "./pki.mjs";
 
 const ORIGIN = "198.51.100.10";
@@ -32,14 +35,28 @@ function recorder() {
   return { seen, handler, last: (path) => seen.findLast((r) => r.path === path) };
 }
 
-function listen(server, port, host) {
-  return new Promise((resolve, reject) => server.listen(port, host, resolve).once("error", reject));
+/**
+ * A WebSocket endpoint on an HTTP server: each upgrade is recorded, answered
+ * 101 with a valid Sec-WebSocket-Accept, then one text frame and a close.
+ */
+function websocket(server) {
+  const upgrades = [];
+  server.on("upgrade", (req, socket) => {
+    upgrades.push({ path: req.url, authorization: req.headers.authorization });
+    const accept = createHash("sha1").update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    const text = Buffer.from("hello over websocket");
+    socket.end(Buffer.concat([Buffer.from([0x81, text.length]), text, Buffer.from([0x88, 0x00])]));
+  });
+  return upgrades;
 }
 
 describe("HTTP interception in a VM", () => {
   const requests = [];
   const origin = recorder();
   const servers = [];
+  const upgradesSeen = [];
+  let upgrades;
   let untrustedHits = 0;
   let plainConnections = 0;
   let dir;
@@ -53,6 +70,7 @@ describe("HTTP interception in a VM", () => {
 
     const plain = createHttpServer(origin.handler);
     plain.on("connection", () => plainConnections++);
+    upgrades = websocket(plain);
     const secure = createSecureServer({ key: trusted.key, cert: trusted.cert, allowHTTP1: true }, origin.handler);
     const bad = createSecureServer({ key: untrusted.key, cert: untrusted.cert, allowHTTP1: true }, (req, res) => {
       untrustedHits++;
@@ -61,11 +79,11 @@ describe("HTTP interception in a VM", () => {
     const bare = createHttpServer(origin.handler);
     // Raw TLS under accept(): the guest must see the origin's own certificate.
     const raw = createSecureServer({ key: trusted.key, cert: trusted.cert, allowHTTP1: true }, origin.handler);
-    await listen(plain, 8080, ORIGIN);
-    await listen(secure, 8443, ORIGIN);
-    await listen(bad, 9443, ORIGIN);
-    await listen(bare, 8080, BARE);
-    await listen(raw, 10443, ORIGIN);
+    await listenInOrigins(plain, 8080, ORIGIN);
+    await listenInOrigins(secure, 8443, ORIGIN);
+    await listenInOrigins(bad, 9443, ORIGIN);
+    await listenInOrigins(bare, 8080, BARE);
+    await listenInOrigins(raw, 10443, ORIGIN);
     servers.push(plain, secure, bad, bare, raw);
     dnsmasq = spawn("dnsmasq", [
       "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", `--listen-address=${RESOLVER}`,
@@ -85,6 +103,11 @@ describe("HTTP interception in a VM", () => {
         alpn: request.tls?.alpn,
       });
       if (request.url.pathname.startsWith("/deny")) throw new Error("not this one");
+      const upgrade = request.headers.get("upgrade");
+      if (upgrade !== null) {
+        upgradesSeen.push({ path: request.url.pathname, upgrade, connection: request.headers.get("connection") });
+        if (request.url.pathname === "/ws-refused") throw new Error("no WebSocket here");
+      }
       if (request.destination.hostname === API) request.headers.set("authorization", `Bearer ${TOKEN}`);
     };
     lane = await defineSandbox({
@@ -96,6 +119,7 @@ describe("HTTP interception in a VM", () => {
           conn.accept();
           return;
         }
+        // The origins are documentation space, not public.
         if (conn.matchHttp(API)?.accept(inject)) return;
         if (conn.matchHttp(UNTRUSTED)?.accept(inject)) return;
         if (conn.dst.ip === BARE) conn.acceptHttp(inject);
@@ -145,6 +169,24 @@ describe("HTTP interception in a VM", () => {
     assert.equal(requests.at(-1).host, `${BARE}:8080`);
     assert.equal(requests.at(-1).urlHostname, BARE);
     assert.equal(origin.last("/spoofed")?.authorization, undefined);
+  });
+
+  it("a WebSocket upgrade reaches the origin as the middleware saw and allowed it", async () => {
+    const r = await lane.exec("curl", ["-sS", "-m", "20", `ws://${API}:8080/ws`]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, "hello over websocket");
+    assert.deepEqual(upgradesSeen.at(-1), { path: "/ws", upgrade: "websocket", connection: "upgrade" });
+    assert.deepEqual(upgrades.at(-1), { path: "/ws", authorization: `Bearer ${TOKEN}` });
+  });
+
+  it("a middleware refuses a WebSocket upgrade: 403, and nothing reaches the origin", async () => {
+    const before = upgrades.length;
+    const r = await lane.exec("curl", ["-sS", "-v", "-m", "20", `ws://${API}:8080/ws-refused`]);
+    assert.notEqual(r.exitCode, 0, r.stdout);
+    assert.match(r.stderr, /< HTTP\/1\.1 403/);
+    assert.deepEqual(upgradesSeen.at(-1), { path: "/ws-refused", upgrade: "websocket", connection: "upgrade" });
+    assert.equal(upgrades.length, before);
+    assert.equal(origin.last("/ws-refused"), undefined);
   });
 
   it("a middleware throw answers 403 and sends nothing upstream", async () => {

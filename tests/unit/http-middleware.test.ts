@@ -11,7 +11,7 @@ import { PolicyEvaluator, type PolicyEvent } from "../../src/policy-evaluation.j
 const pinned: PolicyEvent = {
   transport: "tcp",
   src: { ip: "10.0.2.2", port: 40000 },
-  dst: { ip: "203.0.113.10", port: 443 },
+  dst: { ip: "93.184.216.34", port: 443 },
   pinnedHostname: "api.github.com",
 };
 
@@ -22,7 +22,7 @@ function httpEvent(middlewareId: number, extra: Partial<HttpEvent> = {}): HttpEv
     url: "https://api.github.com/repos?page=2",
     method: "GET",
     headers: [["Accept", "*/*"], ["X-Multi", "a"], ["X-Multi", "b"], ["User-Agent", "curl/8"]],
-    destination: { sourceIp: "10.0.2.2", sourcePort: 40000, originalIp: "203.0.113.10", originalPort: 443, hostname: "api.github.com" },
+    destination: { sourceIp: "10.0.2.2", sourcePort: 40000, originalIp: "93.184.216.34", originalPort: 443, hostname: "api.github.com" },
     tls: { sni: "api.github.com", alpn: "h2" },
     ...extra,
   };

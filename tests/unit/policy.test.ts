@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { network, type NetworkConnectionRequest, type NetworkConnectionRequestHandler } from "../../src/index.js";
+import { network, type HttpMatchOptions, type NetworkConnectionRequest, type NetworkConnectionRequestHandler } from "../../src/index.js";
 import { PolicyEvaluator, type PolicyDecision, type PolicyEvent } from "../../src/policy-evaluation.js";
 
 const GUEST = { ip: "10.0.2.2", port: 40000 };
@@ -15,7 +15,9 @@ const tcp = (ip: string, port: number, extra: Partial<PolicyEvent> = {}): Policy
 const udp = (ip: string, port: number): PolicyEvent => ({ transport: "udp", src: GUEST, dst: { ip, port } });
 const dnsQuery = (transport: "tcp" | "udp" = "udp"): PolicyEvent =>
   ({ transport, src: GUEST, dst: { ip: "10.0.2.1", port: 53 }, dnsQuery: true });
-const pinned = (hostname: string, port = 443) => tcp("203.0.113.10", port, { pinnedHostname: hostname });
+/** A public address (nothing is sent anywhere in these tests). */
+const PUBLIC = "93.184.216.34";
+const pinned = (hostname: string, port = 443, ip = PUBLIC) => tcp(ip, port, { pinnedHostname: hostname });
 
 function decide(handler: NetworkConnectionRequestHandler, event: PolicyEvent): Promise<PolicyDecision> {
   return new PolicyEvaluator(network.policy(handler)).evaluate(event);
@@ -265,7 +267,49 @@ describe("matchHttp and acceptHttp", () => {
     const match = await probe(pinned("API.GitHub.com."), (c) => c.matchHttp("api.github.com"));
     assert.equal(match?.hostname, "api.github.com");
     assert.equal(match?.port, 443);
-    assert.equal(match?.dst.ip, "203.0.113.10");
+    assert.equal(match?.dst.ip, PUBLIC);
+  });
+
+  test("never grants the metadata services by default; destinations narrows to public or widens to any", async () => {
+    const metadata = [
+      "169.254.169.254",
+      "169.254.0.1",
+      "fe80::1",
+      "fd00:ec2::254", // AWS, IPv6
+      "100.100.100.200", // Alibaba Cloud
+      "::ffff:169.254.169.254",
+      "::ffff:100.100.100.200",
+      "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+      "64:ff9b::6464:64c8", // NAT64 of 100.100.100.200
+    ];
+    const privateOrOther = ["10.1.2.3", "172.16.0.1", "192.168.1.10", "100.64.0.1", "198.51.100.10", "fd00::1", "64:ff9b::a01:203", "::ffff:10.1.2.3"];
+    const publicAddresses = ["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"];
+    const matches = async (ip: string, options?: HttpMatchOptions) => {
+      const event = pinned("api.example.test", 443, ip);
+      const byName = await probe(event, (c) => c.matchHttp("api.example.test", options));
+      const byObject = await probe(event, (c) => c.matchHttp({ hostname: "api.example.test", port: 443 }, options));
+      const byPredicate = await probe(event, (c) => c.matchHttp(() => true, options));
+      assert.equal(byName === undefined, byObject === undefined, ip);
+      assert.equal(byName === undefined, byPredicate === undefined, ip);
+      return byName !== undefined;
+    };
+    for (const ip of metadata) {
+      assert.equal(await matches(ip), false, ip);
+      assert.deepEqual(await decide((c) => { c.matchHttp(() => true)?.accept(); }, pinned("api.example.test", 443, ip)), DENY, ip);
+      assert.equal(await matches(ip, { destinations: "public" }), false, ip);
+      assert.equal(await matches(ip, { destinations: "any" }), true, ip);
+    }
+    for (const ip of privateOrOther) {
+      // As 0.6.0: a name the policy allows may live in a private network.
+      assert.equal(await matches(ip), true, ip);
+      assert.equal(await matches(ip, { destinations: "routable" }), true, ip);
+      assert.equal(await matches(ip, { destinations: "public" }), false, ip);
+    }
+    for (const ip of publicAddresses) {
+      assert.equal(await matches(ip), true, ip);
+      assert.equal(await matches(ip, { destinations: "public" }), true, ip);
+    }
+    await assert.rejects(probe(pinned("a.test"), (c) => c.matchHttp("a.test", { destinations: "private" as never })), /invalid matchHttp destinations "private"/);
   });
 
   test("ports in string and object specs; predicates", async () => {

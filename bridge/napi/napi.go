@@ -325,9 +325,10 @@ func (r *Request) finish(val []byte, err error) {
 
 // Call invokes the JS handler passed with the request as handler(event,
 // payload) and waits until its return value (awaited if it is a promise)
-// comes back. It fails with a *protocol.JSError if the handler throws or rejects, with
-// ErrEnvClosed if the env is going away, and with ctx's error when ctx ends
-// first (the JS handler may still run; its result is then dropped).
+// comes back. It fails with a *protocol.JSError if the handler throws or
+// rejects, with ErrEnvClosed if the env is going away, and with ctx's error
+// when ctx ends first (the JS handler may still run; its result is then
+// dropped).
 func (r *Request) Call(ctx context.Context, event string, payload []byte) ([]byte, error) {
 	id := nextCall.Add(1)
 	ch := make(chan result, 1)

@@ -229,8 +229,12 @@ func (f *FileSystem) Read(ctx context.Context, path string, offset int64, length
 		payload, _ := json.Marshal(map[string]uint64{"abortId": id})
 		f.c.Call(context.Background(), protocol.EventFSAbort, payload)
 	})
-	defer stop()
 	out, err := f.call(ctx, request{Op: "read", Path: path, Offset: offset, Length: length, AbortID: id}, nil)
+	// The call returns as soon as ctx ends, maybe before the abort has
+	// started: stopping it then would leave JavaScript's read running.
+	if ctx.Err() == nil {
+		stop()
+	}
 	if err == nil && len(out) > length {
 		return nil, badAnswer("read %s: filesystem returned %d bytes for a read of %d", path, len(out), length)
 	}

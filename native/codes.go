@@ -5,41 +5,29 @@ import (
 
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/native/protocol"
 )
 
-// Error codes JS sees as err.code. They are part of the JS↔addon contract.
-const (
-	codeInvalidRequest = "ERR_SANDBOX_INVALID_REQUEST"
-	codeClosed         = "ERR_SANDBOX_CLOSED"
-	codeVMMExited      = "ERR_SANDBOX_VMM_EXITED"
-	codeBootTimeout    = "ERR_SANDBOX_BOOT_TIMEOUT"
-	codeBoot           = "ERR_SANDBOX_BOOT"
-	codeEngine         = "ERR_SANDBOX_ENGINE"
-	codeUnsupported    = "ERR_SANDBOX_UNSUPPORTED"
-	codeBlockStore     = "ERR_SANDBOX_BLOCK_STORE"
-	codeInternal       = "ERR_SANDBOX"
-
-	// exec() output past maxExecOutput: the command was killed.
-	codeExecOutputLimit = "ERR_SANDBOX_EXEC_OUTPUT_LIMIT"
-)
-
+// jsError gives err the code JS sees as err.code (native/protocol lists
+// them): the lane's typed errors name what failed, anything else is
+// protocol.CodeInternal.
 func jsError(err error) error {
 	var coded *napi.Error
 	if errors.As(err, &coded) {
 		return err
 	}
-	code := codeInternal
+	code := protocol.CodeInternal
 	switch {
 	case errors.As(err, new(*lane.StoreError)):
-		code = codeBlockStore
+		code = protocol.CodeBlockStore
 	case errors.Is(err, lane.ErrClosed):
-		code = codeClosed
+		code = protocol.CodeClosed
 	case errors.As(err, new(*lane.ExitedError)):
-		code = codeVMMExited
+		code = protocol.CodeVMMExited
 	case errors.As(err, new(*lane.BootTimeoutError)):
-		code = codeBootTimeout
+		code = protocol.CodeBootTimeout
 	case errors.As(err, new(*lane.BootError)):
-		code = codeBoot
+		code = protocol.CodeBoot
 	}
 	return &napi.Error{Code: code, Message: err.Error()}
 }

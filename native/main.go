@@ -1,16 +1,22 @@
 // Command native is the addon: built with -buildmode=c-shared into the one
 // sandbox.node that Node loads. It owns the table of booted sandboxes and
-// wires the request methods JS calls (see bridge/napi) to the services:
+// wires the request methods JS calls (see bridge/napi) to the services.
 //
-//	boot  {kernel, initrd, rootDisk, cpus, memoryMiB, mounts, network, settings} → {id}
-//	      handler kept until close: "fs"/"fs-abort" (jsfs.go), "policy"
-//	      (jspolicy.go), "block-list/read/write/flush" (jsstore.go)
+// docs/addon-protocol.md specifies the methods, their JSON and the events
+// each sends to its handler; native/protocol holds the names and the
+// version, shared with src/addon-protocol.ts. In short:
+//
+//	boot  {kernel, initrd, rootDisk, cpus, memoryMiB, mounts, network,
+//	      settings} → {id}; its handler is kept until close for the guest's
+//	      calls into JS: fs, fs-abort (vfs/eventfs); policy, http,
+//	      http-release (netpolicy/eventpolicy); block-list/read/write/flush
+//	      (blockstore/eventstore)
 //	exec  {id, command, args, cwd, env} → {exitCode, stdout, stderr}
-//	spawn {id, command, args, cwd, env}, handler("started" once running, then
-//	      "stdout"|"stderr", chunk) → {exitCode}
+//	spawn {id, command, args, cwd, env} → {exitCode}; handler gets started
+//	      once the process runs, then stdout/stderr chunks
 //	close {id} → {}
 //
-// Errors reach JS with a stable `code` (see codes.go).
+// Errors reach JS with a stable `code` (protocol.Code*, see codes.go).
 package main
 
 import (
@@ -20,25 +26,23 @@ import (
 	"runtime"
 
 	"github.com/torkbot/sandbox/bridge/napi"
+	"github.com/torkbot/sandbox/native/protocol"
 )
 
 // packageVersion is set at build time to package.json's version.
 var packageVersion = "dev"
 
-// protocolVersion is the JS↔addon contract's version; src/native.ts checks it.
-const protocolVersion = 1
-
 func main() {}
 
 func init() {
 	napi.SetVersion(func() string {
-		b, _ := json.Marshal(map[string]any{"version": packageVersion, "protocol": protocolVersion, "go": runtime.Version()})
+		b, _ := json.Marshal(map[string]any{"version": packageVersion, "protocol": protocol.Version, "go": runtime.Version()})
 		return string(b)
 	})
-	napi.Handle("boot", jsonMethod(boot))
-	napi.Handle("exec", jsonMethod(execute))
-	napi.Handle("spawn", jsonMethod(spawn))
-	napi.Handle("close", jsonMethod(closeSandbox))
+	napi.Handle(protocol.MethodBoot, jsonMethod(boot))
+	napi.Handle(protocol.MethodExec, jsonMethod(execute))
+	napi.Handle(protocol.MethodSpawn, jsonMethod(spawn))
+	napi.Handle(protocol.MethodClose, jsonMethod(closeSandbox))
 	napi.OnEnvTeardown(killEnvSandboxes)
 }
 
@@ -47,7 +51,7 @@ func jsonMethod[Req, Resp any](f func(context.Context, *napi.Request, Req) (Resp
 	return func(ctx context.Context, r *napi.Request) ([]byte, error) {
 		var req Req
 		if err := json.Unmarshal(r.Payload, &req); err != nil {
-			return nil, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("invalid %s request: %v", r.Method, err)}
+			return nil, &napi.Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("invalid %s request: %v", r.Method, err)}
 		}
 		resp, err := f(ctx, r, req)
 		if err != nil {

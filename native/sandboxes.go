@@ -11,8 +11,11 @@ import (
 	"github.com/torkbot/sandbox/bridge/napi"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/native/lane"
+	"github.com/torkbot/sandbox/native/protocol"
 	"github.com/torkbot/sandbox/native/settings"
 	"github.com/torkbot/sandbox/netpolicy"
+	"github.com/torkbot/sandbox/netpolicy/eventpolicy"
+	"github.com/torkbot/sandbox/vfs/eventfs"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/engines"
 )
@@ -48,7 +51,6 @@ type bootRequest struct {
 		Path     string `json:"path"`
 		Format   string `json:"format"`
 		ReadOnly bool   `json:"readOnly"`
-		Base     string `json:"base"`
 		// BlockSize is the COW store's block size (readOnly false only);
 		// the store itself is reached through "block-*" events.
 		BlockSize int `json:"blockSize"`
@@ -66,23 +68,21 @@ type bootRequest struct {
 }
 
 type bootResponse struct {
-	ID    uint64 `json:"id"`
-	Pid   int    `json:"pid"`
-	Accel string `json:"accel"`
+	ID uint64 `json:"id"`
 }
 
 func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, error) {
 	cow := !req.RootDisk.ReadOnly
 	if cow && req.RootDisk.BlockSize <= 0 {
-		return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("rootDisk.blockSize %d: a copy-on-write root needs its store's block size", req.RootDisk.BlockSize)}
+		return bootResponse{}, &napi.Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("rootDisk.blockSize %d: a copy-on-write root needs its store's block size", req.RootDisk.BlockSize)}
 	}
 	set, err := req.Settings.Resolve()
 	if err != nil {
-		return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: err.Error()}
+		return bootResponse{}, &napi.Error{Code: protocol.CodeInvalidRequest, Message: err.Error()}
 	}
 	engine, err := engineSelector.Select(ctx, set.Engines, req.Kernel, req.Initrd)
 	if err != nil {
-		return bootResponse{}, &napi.Error{Code: codeEngine, Message: err.Error()}
+		return bootResponse{}, &napi.Error{Code: protocol.CodeEngine, Message: err.Error()}
 	}
 	var events *napi.Callback
 	if req.Network || len(req.Mounts) > 0 || cow {
@@ -97,23 +97,23 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 		upstreamRoots []byte
 	)
 	if req.Network {
-		policy = jsPolicy{events}
+		policy = eventpolicy.New(events)
 		if upstreamRoots, err = readExtraCACerts(set.ExtraCACerts); err != nil {
 			events.Release()
-			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: err.Error()}
+			return bootResponse{}, &napi.Error{Code: protocol.CodeInvalidRequest, Message: err.Error()}
 		}
 	}
 	mounts := make([]lane.Mount, len(req.Mounts))
 	for i, m := range req.Mounts {
-		fs := jsFileSystem{cb: events, mount: i}
-		mounts[i] = lane.Mount{Target: m.Path, FS: &fs}
+		mounts[i].Target = m.Path
 		switch m.Access {
 		case "posix":
-			mounts[i].FS = &jsPosixFileSystem{fs}
+			mounts[i].FS = eventfs.NewPosix(events, i)
 		case "read-only":
+			mounts[i].FS = eventfs.New(events, i)
 		default:
 			events.Release()
-			return bootResponse{}, &napi.Error{Code: codeInvalidRequest, Message: fmt.Sprintf("mount %s: unknown access %q", m.Path, m.Access)}
+			return bootResponse{}, &napi.Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("mount %s: unknown access %q", m.Path, m.Access)}
 		}
 	}
 	l, err := lane.Boot(ctx, lane.Config{
@@ -147,7 +147,7 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	id := nextID
 	sandboxes[id] = &sandbox{env: r.Env, lane: l, events: events}
 	sandboxesMu.Unlock()
-	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel}, nil
+	return bootResponse{ID: id}, nil
 }
 
 // engines keeps the engine chosen per kernel and initrd for the process.
@@ -175,7 +175,7 @@ type execResponse struct {
 // output, so a command printing without end would take the host's memory.
 // 64 MiB of stdout and stderr together is far beyond what a command whose
 // output is read as one string prints; past it the command is killed and
-// exec() rejects with codeExecOutputLimit, pointing to spawn().
+// exec() rejects with protocol.CodeExecOutputLimit, pointing to spawn().
 const maxExecOutput = 64 << 20
 
 func execute(ctx context.Context, _ *napi.Request, req commandRequest) (execResponse, error) {
@@ -205,7 +205,7 @@ func execute(ctx context.Context, _ *napi.Request, req commandRequest) (execResp
 		}
 	})
 	if overLimit {
-		return execResponse{}, &napi.Error{Code: codeExecOutputLimit, Message: fmt.Sprintf(
+		return execResponse{}, &napi.Error{Code: protocol.CodeExecOutputLimit, Message: fmt.Sprintf(
 			"sandbox exec output exceeded %d MiB (stdout and stderr together): the command was killed; use spawn() to stream large output", maxExecOutput>>20)}
 	}
 	if err != nil {
@@ -230,7 +230,7 @@ func spawn(ctx context.Context, r *napi.Request, req commandRequest) (spawnRespo
 	cmd := req.command()
 	// spawn() resolves once the process runs, as in 0.6.0.
 	cmd.Started = func() {
-		if _, err := r.Call(ctx, "started", nil); err != nil {
+		if _, err := r.Call(ctx, protocol.EventStarted, nil); err != nil {
 			deliverErr = err
 			cancel()
 		}
@@ -241,7 +241,11 @@ func spawn(ctx context.Context, r *napi.Request, req commandRequest) (spawnRespo
 		}
 		// Waiting for the JS handler is the backpressure: a reader that
 		// falls behind slows the guest process down.
-		if _, err := r.Call(ctx, fd.String(), chunk); err != nil {
+		event := protocol.EventStdout
+		if fd == control.Stderr {
+			event = protocol.EventStderr
+		}
+		if _, err := r.Call(ctx, event, chunk); err != nil {
 			deliverErr = err
 			cancel() // nobody can receive the output: stop the process
 		}

@@ -21,16 +21,9 @@
 // claims it at boot and the claim ends when that sandbox's close() settles
 // or its boot fails.
 
-import { codedError } from "./errors.js";
+import { NativeEvents } from "./addon-protocol.js";
+import { codedError, ErrorCodes } from "./errors.js";
 import type { SandboxBlockChunk, SandboxBlockStore, SandboxBlockStoreContext } from "./rootfs.js";
-
-/** Codes of the errors this module raises. */
-export const BlockStoreErrorCodes = {
-  /** The store is attached to a sandbox that is still running in this process. */
-  inUse: "ERR_SANDBOX_STORE_IN_USE",
-  /** The store answered something the contract does not allow, or failed. */
-  blockStore: "ERR_SANDBOX_BLOCK_STORE",
-} as const;
 
 const attached = new WeakSet<SandboxBlockStore>();
 
@@ -42,7 +35,7 @@ const attached = new WeakSet<SandboxBlockStore>();
 export function attach(store: SandboxBlockStore): () => void {
   if (attached.has(store)) {
     throw codedError(
-      BlockStoreErrorCodes.inUse,
+      ErrorCodes.storeInUse,
       "this SandboxBlockStore is attached to a sandbox that is still running in this process: close() that sandbox before booting another one on the same store (two VMs writing one disk would corrupt it)",
     );
   }
@@ -65,21 +58,21 @@ export function blockStoreEventHandler(
   const blockSize = store.blockSize;
   return (event, payload) => {
     switch (event) {
-      case "block-list":
+      case NativeEvents.blockList:
         return guarded(async () => encodeList(await store.list(context)));
-      case "block-read": {
+      case NativeEvents.blockRead: {
         const view = viewOf(payload);
         const range = Object.freeze({ start: view.getBigUint64(0), count: view.getUint32(8) });
         return guarded(async () => encodeChunks(await store.read(range, context), blockSize));
       }
-      case "block-write": {
+      case NativeEvents.blockWrite: {
         const chunks = decodeWrite(payload);
         return guarded(async () => {
           await store.write(chunks, context);
           return undefined;
         });
       }
-      case "block-flush":
+      case NativeEvents.blockFlush:
         return guarded(async () => {
           await store.flush?.(context);
           return undefined;
@@ -101,7 +94,7 @@ async function guarded(run: () => Promise<Uint8Array | undefined>): Promise<Uint
     return await run();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    throw codedError(BlockStoreErrorCodes.blockStore, message, { cause: error });
+    throw codedError(ErrorCodes.blockStore, message, { cause: error });
   }
 }
 

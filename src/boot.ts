@@ -3,6 +3,7 @@
 // A COW root's store is claimed for the life of the sandbox (see
 // block-store-events.ts), so a second boot on it rejects.
 
+import { NativeEvents, NativeMethods } from "./addon-protocol.js";
 import { builtInImage, readInstalledArtifacts } from "./artifacts.js";
 import { attach, blockStoreEventHandler } from "./block-store-events.js";
 import type { CheckedBootOptions } from "./boot-options.js";
@@ -36,7 +37,6 @@ export interface BootRequest {
     readonly path: string;
     readonly format: "qcow2";
     readonly readOnly: boolean;
-    readonly base: string;
     readonly blockSize?: number;
   };
   readonly cpus: number;
@@ -65,18 +65,17 @@ function guestEventHandler(
   const blocks = cow === undefined ? undefined : blockStoreEventHandler(cow.store, cow.base);
   if (mounts === undefined && policy === undefined && blocks === undefined) return undefined;
   return async (event, payload) => {
-    if (event === "policy" && policy !== undefined) {
+    if (event === NativeEvents.policy && policy !== undefined) {
       return JSON.stringify(await policy.evaluate(JSON.parse(decoder.decode(payload)) as PolicyEvent));
     }
-    if (event === "http" && policy !== undefined) {
+    if (event === NativeEvents.http && policy !== undefined) {
       return JSON.stringify(await policy.runMiddleware(JSON.parse(decoder.decode(payload)) as HttpEvent));
     }
-    if (event === "http-release" && policy !== undefined) {
+    if (event === NativeEvents.httpRelease && policy !== undefined) {
       policy.releaseMiddleware(Number(decoder.decode(payload)));
       return undefined;
     }
-    if (event.startsWith("block-") && blocks !== undefined) return blocks(event, payload);
-    return mounts?.(event, payload);
+    return blocks?.(event, payload) ?? mounts?.(event, payload);
   };
 }
 
@@ -98,7 +97,6 @@ export async function bootSandbox(
       path: image.path,
       format: "qcow2",
       readOnly: store === undefined,
-      base: image.base,
       ...(store === undefined ? {} : { blockSize: store.blockSize }),
     },
     cpus: plan.cpus,
@@ -113,7 +111,7 @@ export async function bootSandbox(
   const cow = store === undefined ? undefined : { store, base: image.base };
   let response: unknown;
   try {
-    response = await callNative(runtime.addon, "boot", request, guestEventHandler(plan.network, options, cow));
+    response = await callNative(runtime.addon, NativeMethods.boot, request, guestEventHandler(plan.network, options, cow));
   } catch (error) {
     release?.();
     throw error;

@@ -2,6 +2,10 @@
 // ("invalid sandbox definition: …", "invalid sandbox boot options: …",
 // "invalid sandbox options: …", each with 0.6.0's text) and
 // runtime errors that carry a stable string `code`, as the native side's do.
+// Every code is spelled out here or in addon-protocol.ts (the addon's own),
+// nowhere else: native/protocol's test checks it.
+
+import { NativeErrorCodes } from "./addon-protocol.js";
 
 /** An Error with a stable machine-readable `code` (e.g. ERR_SANDBOX_CLOSED). */
 export type CodedError = Error & { readonly code: string };
@@ -9,9 +13,13 @@ export type CodedError = Error & { readonly code: string };
 /** Codes this package raises itself; the native side adds its own (passed through unchanged). */
 export const ErrorCodes = {
   /** The instance was closed (or is closing). */
-  closed: "ERR_SANDBOX_CLOSED",
+  closed: NativeErrorCodes.closed,
   /** Native: the VMM process died; the instance is unusable from then on. */
-  vmmExited: "ERR_SANDBOX_VMM_EXITED",
+  vmmExited: NativeErrorCodes.vmmExited,
+  /** A COW root's store failed or answered what its contract does not allow (block-store-events.ts). */
+  blockStore: NativeErrorCodes.blockStore,
+  /** The block store is attached to a sandbox that is still running in this process. */
+  storeInUse: "ERR_SANDBOX_STORE_IN_USE",
   /** No usable platform package (addon, kernel, initrd) for this machine. */
   notInstalled: "ERR_SANDBOX_NOT_INSTALLED",
   /** The requested built-in rootfs is not in the installed catalog. */

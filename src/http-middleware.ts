@@ -6,7 +6,7 @@
 
 import type { HttpRequestMiddleware, SandboxHttpRequest } from "./network-types.js";
 
-/** native/jshttp.go's httpEvent. */
+/** netpolicy/eventpolicy's requestEvent (docs/addon-protocol.md). */
 export interface HttpEvent {
   readonly middlewareId: number;
   readonly protocol: "http/1.1" | "h2";

@@ -9,6 +9,7 @@
 // exec/spawn calls reject with that same error until close().
 
 import "./dispose-polyfill.js";
+import { NativeEvents, NativeMethods } from "./addon-protocol.js";
 import { errorCode, ErrorCodes, sandboxClosed } from "./errors.js";
 import { callNative, protocolViolation, type NativeAddon, type NativeEventHandler } from "./native.js";
 import { OutputStream } from "./output-stream.js";
@@ -72,7 +73,7 @@ export class NativeSandboxInstance implements SandboxInstance {
 
   async exec(command: string, args: readonly string[] = [], options: SandboxExecOptions = {}): Promise<SandboxExecResult> {
     const request = this.#request("exec", command, args, options);
-    const response = await this.#call("exec", request);
+    const response = await this.#call(NativeMethods.exec, request);
     const { exitCode, stdout, stderr } = (response ?? {}) as Partial<SandboxExecResult>;
     if (!Number.isInteger(exitCode) || typeof stdout !== "string" || typeof stderr !== "string") {
       throw protocolViolation("exec", response, "{ exitCode, stdout, stderr }");
@@ -89,12 +90,12 @@ export class NativeSandboxInstance implements SandboxInstance {
       started = resolve;
     });
     const deliver: NativeEventHandler = (event, payload) => {
-      if (event === "started") return started();
-      if (event === "stdout") return stdout.push(payload);
-      if (event === "stderr") return stderr.push(payload);
+      if (event === NativeEvents.started) return started();
+      if (event === NativeEvents.stdout) return stdout.push(payload);
+      if (event === NativeEvents.stderr) return stderr.push(payload);
       return undefined; // events added by later protocol versions
     };
-    const exit = this.#call("spawn", request, deliver).then((response) => {
+    const exit = this.#call(NativeMethods.spawn, request, deliver).then((response) => {
       const exitCode = (response as { exitCode?: unknown } | null)?.exitCode;
       if (!Number.isInteger(exitCode)) throw protocolViolation("spawn", response, "{ exitCode }");
       return { exitCode: exitCode as number };
@@ -121,7 +122,7 @@ export class NativeSandboxInstance implements SandboxInstance {
 
   close(): Promise<void> {
     if (this.#closing !== undefined) return this.#closing.then(settledAnyway, settledAnyway);
-    this.#closing = callNative(this.#addon, "close", { id: this.#id })
+    this.#closing = callNative(this.#addon, NativeMethods.close, { id: this.#id })
       .then(() => undefined)
       .finally(() => this.#onClosed?.());
     return this.#closing;

@@ -10,6 +10,7 @@
 // EIO when the filesystem's error names none. "fs-abort" {abortId} aborts
 // the AbortSignal of a read the guest gave up on (FUSE_INTERRUPT).
 
+import { NativeEvents } from "./addon-protocol.js";
 import type { CheckedMount } from "./boot-options.js";
 import { codedError } from "./errors.js";
 import type { SandboxFileStat, SandboxFileSystem, SandboxPosixFileSystem } from "./fs.js";
@@ -79,12 +80,12 @@ export type MountEventHandler = (event: string, payload: Uint8Array) => Promise<
 export function mountEventHandler(mounts: readonly CheckedMount[]): MountEventHandler {
   const reads = new Map<number, AbortController>();
   return async (event, payload) => {
-    if (event === "fs-abort") {
+    if (event === NativeEvents.fsAbort) {
       const { abortId } = JSON.parse(decoder.decode(payload)) as { abortId: number };
       reads.get(abortId)?.abort(new Error("the guest interrupted the read"));
       return undefined;
     }
-    if (event !== "fs") return undefined; // events added by later protocol versions
+    if (event !== NativeEvents.fs) return undefined; // events added by later protocol versions
     const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
     const headerLength = view.getUint32(0);
     const request = JSON.parse(decoder.decode(payload.subarray(4, 4 + headerLength))) as FsRequest;

@@ -5,12 +5,10 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { ADDON_FILE, detectPlatformKey, findImagePackageDirectories, findPlatformDirectory, type PlatformSearch } from "./artifacts.js";
+import { NATIVE_PROTOCOL } from "./addon-protocol.js";
 import { codedError, ErrorCodes } from "./errors.js";
 import { assertMacosSetup, ownVersion, readEntitlements, type EntitlementsReader } from "./macos.js";
 import { platformDirectoryOverride } from "./settings.js";
-
-/** The protocol version this TypeScript speaks; the addon reports its own. */
-export const NATIVE_PROTOCOL = 1;
 
 /**
  * Called by the native side for events of one request (e.g. spawn output).
@@ -24,8 +22,8 @@ export interface NativeAddon {
   version(): string;
   /**
    * One call: UTF-8 JSON in, UTF-8 JSON out. Rejections are Error objects
-   * with a string `code` (ERR_SANDBOX_CLOSED, ERR_SANDBOX_VMM_EXITED,
-   * ERR_SANDBOX_BOOT_TIMEOUT, ERR_SANDBOX_ENGINE, ...), passed on unchanged.
+   * with a string `code` (NativeErrorCodes), passed on unchanged.
+   * docs/addon-protocol.md specifies every method and event.
    */
   request(method: string, payload: Uint8Array, handler?: NativeEventHandler): Promise<Uint8Array>;
 }

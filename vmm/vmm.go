@@ -1,5 +1,5 @@
 // Package vmm defines what a VM engine is given and what it hands back: one
-// Spec in, one running Machine out. Engines (vmm/qemu, later libkrun) live in
+// Spec in, one running Machine out. Engines (vmm/qemu, vmm/krun) live in
 // sub-packages; nothing above this package knows which engine runs a guest.
 package vmm
 

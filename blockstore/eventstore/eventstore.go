@@ -38,20 +38,12 @@ import (
 	"math"
 
 	"github.com/torkbot/sandbox/blockstore"
-)
-
-// Event names, as the JavaScript side dispatches them.
-const (
-	EventList  = "block-list"
-	EventRead  = "block-read"
-	EventWrite = "block-write"
-	EventFlush = "block-flush"
+	"github.com/torkbot/sandbox/native/protocol"
 )
 
 // Caller sends one event and returns its answer; *napi.Callback is one.
-type Caller interface {
-	Call(ctx context.Context, event string, payload []byte) ([]byte, error)
-}
+// The event names are protocol.EventBlock*.
+type Caller = protocol.Caller
 
 // Store is a blockstore.Store over a Caller. It keeps no state besides the
 // block size, so it is safe for concurrent use if the Caller is.
@@ -70,7 +62,7 @@ func (s *Store) BlockSize() int { return s.bs }
 // List returns the listed block indices; whether they lie inside the disk is
 // for blockstore.Open to check (it knows the disk's size).
 func (s *Store) List(ctx context.Context) ([]uint64, error) {
-	out, err := s.c.Call(ctx, EventList, nil)
+	out, err := s.c.Call(ctx, protocol.EventBlockList, nil)
 	if err != nil {
 		return nil, fmt.Errorf("block store list() failed: %w", err)
 	}
@@ -92,7 +84,7 @@ func (s *Store) Read(ctx context.Context, start uint64, count int) ([]blockstore
 	}
 	req := binary.BigEndian.AppendUint64(make([]byte, 0, 12), start)
 	req = binary.BigEndian.AppendUint32(req, uint32(count))
-	out, err := s.c.Call(ctx, EventRead, req)
+	out, err := s.c.Call(ctx, protocol.EventBlockRead, req)
 	if err != nil {
 		return nil, fmt.Errorf("block store read({start: %dn, count: %d}) failed: %w", start, count, err)
 	}
@@ -143,7 +135,7 @@ func (s *Store) Write(ctx context.Context, chunks []blockstore.Chunk) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.c.Call(context.WithoutCancel(ctx), EventWrite, payload); err != nil {
+	if _, err := s.c.Call(context.WithoutCancel(ctx), protocol.EventBlockWrite, payload); err != nil {
 		return fmt.Errorf("block store write() failed: %w", err)
 	}
 	return nil
@@ -151,7 +143,7 @@ func (s *Store) Write(ctx context.Context, chunks []blockstore.Chunk) error {
 
 // Flush asks the store to make its writes durable; never abandoned once sent.
 func (s *Store) Flush(ctx context.Context) error {
-	if _, err := s.c.Call(context.WithoutCancel(ctx), EventFlush, nil); err != nil {
+	if _, err := s.c.Call(context.WithoutCancel(ctx), protocol.EventBlockFlush, nil); err != nil {
 		return fmt.Errorf("block store flush() failed: %w", err)
 	}
 	return nil

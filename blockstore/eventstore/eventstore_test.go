@@ -13,6 +13,7 @@ import (
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/blockstore/eventstore"
 	"github.com/torkbot/sandbox/blockstore/memstore"
+	"github.com/torkbot/sandbox/native/protocol"
 )
 
 const bs = 4096
@@ -30,7 +31,7 @@ type jsSide struct {
 func (j *jsSide) Call(ctx context.Context, event string, p []byte) ([]byte, error) {
 	j.events = append(j.events, event)
 	switch event {
-	case eventstore.EventList:
+	case protocol.EventBlockList:
 		if j.listAnswer != nil {
 			return j.listAnswer, nil
 		}
@@ -40,7 +41,7 @@ func (j *jsSide) Call(ctx context.Context, event string, p []byte) ([]byte, erro
 			out = binary.BigEndian.AppendUint64(out, b)
 		}
 		return out, nil
-	case eventstore.EventRead:
+	case protocol.EventBlockRead:
 		start, count := binary.BigEndian.Uint64(p), binary.BigEndian.Uint32(p[8:])
 		if j.readAnswer != nil {
 			return j.readAnswer(start, count), nil
@@ -50,7 +51,7 @@ func (j *jsSide) Call(ctx context.Context, event string, p []byte) ([]byte, erro
 			return nil, err
 		}
 		return encodeChunks(chunks), nil
-	case eventstore.EventWrite:
+	case protocol.EventBlockWrite:
 		n := int(binary.BigEndian.Uint32(p))
 		data := p[4+12*n:]
 		var chunks []blockstore.Chunk
@@ -61,7 +62,7 @@ func (j *jsSide) Call(ctx context.Context, event string, p []byte) ([]byte, erro
 			data = data[l:]
 		}
 		return nil, j.st.Write(ctx, chunks)
-	case eventstore.EventFlush:
+	case protocol.EventBlockFlush:
 		return nil, j.st.Flush(ctx)
 	}
 	return nil, errors.New("unknown event")

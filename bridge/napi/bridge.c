@@ -6,11 +6,11 @@
 //
 // Everything else (what a method does) is Go's business; see napi.go.
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -90,14 +90,34 @@ static void make_sigchld_onstack(napi_env env) {
 
 static pthread_mutex_t results_mu = PTHREAD_MUTEX_INITIALIZER;
 static bridge_result *results_head, *results_tail;
-static int results_fd = -1;
 static pthread_once_t results_once = PTHREAD_ONCE_INIT;
 
-static void open_results_fd(void) { results_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+// The wakeup is a pipe, not an eventfd: macOS has no eventfd, and a byte
+// written only when the queue turns non-empty costs the same either way
+// (docs/addon.md). Both ends are non-blocking: the JS thread must never
+// block on a full pipe (a full pipe already holds a wakeup), and Go's
+// netpoller serves the read end.
+static int results_pipe[2] = {-1, -1};
+
+static int set_flags(int fd) {
+  return fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0;
+}
+
+static void open_results_pipe(void) {
+  int p[2];
+  if (pipe(p) != 0) return;
+  if (!set_flags(p[0]) || !set_flags(p[1])) {
+    close(p[0]);
+    close(p[1]);
+    return;
+  }
+  results_pipe[0] = p[0];
+  results_pipe[1] = p[1];
+}
 
 int bridge_result_fd(void) {
-  pthread_once(&results_once, open_results_fd);
-  return results_fd;
+  pthread_once(&results_once, open_results_pipe);
+  return results_pipe[0];
 }
 
 bridge_result* bridge_take_results(void) {
@@ -124,8 +144,9 @@ static void push_result(uint64_t call_id, int ok, const char* code, const char* 
   results_tail = r;
   pthread_mutex_unlock(&results_mu);
   if (was_empty) {
-    uint64_t one = 1;
-    (void)!write(bridge_result_fd(), &one, sizeof one);
+    // EAGAIN means the pipe is full of wakeups Go has yet to read: enough.
+    char one = 1;
+    (void)!write(results_pipe[1], &one, 1);
   }
 }
 
@@ -303,7 +324,7 @@ static void call_js(napi_env env, napi_value js_cb, void* context, void* data) {
   bridge_env* st = context;
   message* m = data;
   if (env == NULL) {
-    if (m->kind == MSG_EVENT) push_result(m->call_id, 0, "ERR_SANDBOX_ENV_CLOSED", "JavaScript environment is shutting down", 39);
+    if (m->kind == MSG_EVENT) push_result(m->call_id, BRIDGE_ENV_CLOSED, NULL, NULL, 0);
     free_message(m);
     return;
   }

@@ -26,16 +26,17 @@ napi_status bridge_post_done(bridge_env* env, bridge_op* op, int ok, int keep_ha
 napi_status bridge_post_release(bridge_env* env, bridge_op* op);
 
 // JS thread → Go: settled handler results wait in a C queue and one Go goroutine
-// is woken through an eventfd, so no Go code runs on the JS thread for them.
+// is woken through a pipe, so no Go code runs on the JS thread for them.
+enum { BRIDGE_REJECTED = 0, BRIDGE_FULFILLED = 1, BRIDGE_ENV_CLOSED = 2 };
 typedef struct bridge_result {
   struct bridge_result* next;
   uint64_t call_id;
-  int ok;
+  int ok;  // BRIDGE_*: ENV_CLOSED when the env went away before the call ran
   char* code;  // error code when !ok and the JS error had a string `code`, else NULL
   size_t len;
   char* data;  // result bytes, or the error message when !ok
 } bridge_result;
 
-int bridge_result_fd(void);              // eventfd; -1 if it could not be created
+int bridge_result_fd(void);              // the wakeup pipe's read end; -1 if it could not be created
 bridge_result* bridge_take_results(void);  // detach the whole queue (oldest first)
 void bridge_free_result(bridge_result* r);

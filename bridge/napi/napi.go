@@ -8,7 +8,7 @@
 //   - Go reaches JS only through one threadsafe function per napi_env: to call
 //     the request's JS handler (Request.Call) and to settle the promise.
 //   - What a JS handler returns is queued in C and handed to Go by a goroutine
-//     woken through an eventfd, so no Go code runs on the JS thread for it
+//     woken through a pipe, so no Go code runs on the JS thread for it
 //     (entering Go there costs ~60 µs of scheduler slack per result).
 //   - An env (the main thread or a worker) can be torn down at any time; calls
 //     in flight for it fail with ErrEnvClosed and OnEnvTeardown hooks run.
@@ -16,6 +16,7 @@ package napi
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../node_modules/node-api-headers/include -DNAPI_VERSION=8 -O2 -Wall
+#cgo darwin LDFLAGS: -Wl,-undefined,dynamic_lookup
 #include "bridge.h"
 */
 import "C"
@@ -28,6 +29,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/torkbot/sandbox/native/protocol"
 )
 
 // ErrEnvClosed reports that the JavaScript environment that made a request is
@@ -50,14 +53,6 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// JSError is what a JS handler threw or rejected with.
-type JSError struct {
-	Code    string // the error's string `code` property, if it had one
-	Message string
-}
-
-func (e *JSError) Error() string { return "JavaScript handler failed: " + e.Message }
-
 // Request is one JS call of request(method, payload, handler?).
 type Request struct {
 	Env     EnvID
@@ -73,11 +68,14 @@ type Request struct {
 }
 
 // Callback is a request's JS handler kept callable after the request
-// settled (Request.KeepHandler). Whoever keeps it must Release it.
+// settled (Request.KeepHandler). Whoever keeps it must Release it. It is
+// the protocol.Caller the event codecs take.
 type Callback struct {
 	req      *Request
 	released atomic.Bool
 }
+
+var _ protocol.Caller = (*Callback)(nil)
 
 type env struct {
 	id     EnvID
@@ -139,26 +137,31 @@ func OnEnvTeardown(f func(EnvID)) {
 func init() {
 	fd := C.bridge_result_fd()
 	if fd < 0 {
-		panic("napi: cannot create the result eventfd")
+		panic("napi: cannot create the result pipe")
 	}
 	// A non-blocking fd wrapped by os.NewFile is served by Go's netpoller.
 	go pumpResults(os.NewFile(uintptr(fd), "napi-results"))
 }
 
 func pumpResults(f *os.File) {
-	var b [8]byte
+	// One byte per wakeup; several may have piled up while the queue was
+	// being drained, and one read takes them all.
+	var b [64]byte
 	for {
 		if _, err := f.Read(b[:]); err != nil {
-			panic(fmt.Sprintf("napi: reading the result eventfd: %v", err))
+			panic(fmt.Sprintf("napi: reading the result pipe: %v", err))
 		}
 		for r := C.bridge_take_results(); r != nil; {
 			next := r.next
 			res := result{}
 			data := C.GoBytes(unsafe.Pointer(r.data), C.int(r.len))
-			if r.ok != 0 {
+			switch r.ok {
+			case C.BRIDGE_FULFILLED:
 				res.val = data
-			} else {
-				jsErr := &JSError{Message: string(data)}
+			case C.BRIDGE_ENV_CLOSED:
+				res.err = ErrEnvClosed
+			default:
+				jsErr := &protocol.JSError{Message: string(data)}
 				if r.code != nil {
 					jsErr.Code = C.GoString(r.code)
 				}
@@ -243,7 +246,7 @@ func goRequest(envID C.uint64_t, op *C.bridge_op, method *C.char, methodLen C.in
 	h := handlers[req.Method]
 	go func() {
 		if h == nil {
-			req.finish(nil, &Error{Code: "ERR_SANDBOX_UNKNOWN_METHOD", Message: fmt.Sprintf("addon has no method %q", req.Method)})
+			req.finish(nil, &Error{Code: protocol.CodeUnknownMethod, Message: fmt.Sprintf("addon has no method %q", req.Method)})
 			return
 		}
 		req.finish(h(e.ctx, req))
@@ -301,7 +304,7 @@ func (r *Request) finish(val []byte, err error) {
 		if errors.As(err, &coded) {
 			code = C.CString(coded.Code)
 		} else {
-			code = C.CString("ERR_SANDBOX")
+			code = C.CString(protocol.CodeInternal)
 		}
 	}
 	r.mu.Lock()
@@ -322,9 +325,10 @@ func (r *Request) finish(val []byte, err error) {
 
 // Call invokes the JS handler passed with the request as handler(event,
 // payload) and waits until its return value (awaited if it is a promise)
-// comes back. It fails with a *JSError if the handler throws or rejects, with
-// ErrEnvClosed if the env is going away, and with ctx's error when ctx ends
-// first (the JS handler may still run; its result is then dropped).
+// comes back. It fails with a *protocol.JSError if the handler throws or
+// rejects, with ErrEnvClosed if the env is going away, and with ctx's error
+// when ctx ends first (the JS handler may still run; its result is then
+// dropped).
 func (r *Request) Call(ctx context.Context, event string, payload []byte) ([]byte, error) {
 	id := nextCall.Add(1)
 	ch := make(chan result, 1)

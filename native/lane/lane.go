@@ -529,9 +529,6 @@ func (l *Lane) exitedError() error {
 	return &ExitedError{Engine: l.engine, Status: l.machine.ExitStatus(), ConsoleTail: l.console.String()}
 }
 
-// Pid is the VMM process id.
-func (l *Lane) Pid() int { return l.machine.Pid() }
-
 // Run runs cmd in the guest, passing output to sink, and returns its exit code.
 func (l *Lane) Run(ctx context.Context, cmd control.Command, sink control.OutputSink) (int, error) {
 	l.mu.Lock()

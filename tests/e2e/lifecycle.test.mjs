@@ -63,7 +63,7 @@ describe("sandbox lifecycle", () => {
   it("leaves no process, fd or temp file behind after 20 boot/close cycles", async () => {
     const tmpBefore = new Set(readdirSync(tmpdir()));
     // One warm-up cycle: the first boot loads the addon and starts the Go
-    // runtime, whose fds (eventfd, epoll) stay for the life of the process.
+    // runtime, whose fds (the bridge's wakeup pipe, epoll) stay for the life of the process.
     await (await debian.boot()).close();
     const fdsBefore = openFds();
     for (let i = 0; i < 20; i++) {

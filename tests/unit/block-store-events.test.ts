@@ -158,7 +158,6 @@ describe("one store, one running sandbox", () => {
       path: join(directory, "artifacts/images/debian-13-slim.qcow2"),
       format: "qcow2",
       readOnly: false,
-      base: `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`,
       blockSize: 4096,
     });
     await assert.rejects(bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined)), {

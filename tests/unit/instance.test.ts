@@ -319,7 +319,7 @@ describe("boot request", () => {
     ({ rootfs: rootfs.builtIn("debian:13-slim"), cpus: 2, memoryMiB: 1024, network: undefined, ...overrides });
 
   /** Runs `f` with NODE_EXTRA_CA_CERTS set to `value` (or unset), restoring it after. */
-  test("carries artifacts, base identity, resources, mounts, network and the settings", async () => {
+  test("carries artifacts, resources, mounts, network and the settings", async () => {
     const directory = platformDirectory(debian);
     const addon = new FakeNativeAddon({ exec: () => ({ exitCode: 0, stdout: "", stderr: "" }) });
     const options = checkBootOptions({ mounts: { "/workspace/": fs.virtual(fs.memory()), "/mnt": fs.virtual(fs.memory()) }, cwd: "/workspace" });
@@ -332,7 +332,6 @@ describe("boot request", () => {
         path: join(directory, "artifacts/images/debian-13-slim.qcow2"),
         format: "qcow2",
         readOnly: true,
-        base: `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`,
       },
       cpus: 2,
       memoryMiB: 1024,
@@ -364,14 +363,15 @@ describe("boot request", () => {
     );
   });
 
-  test("a COW root asks for a writable disk over the same base identity", async () => {
+  test("a COW root asks for a writable disk over its base's image", async () => {
     const writable = { blockSize: 4096, list: async () => [], read: async () => [], write: async () => undefined };
     const addon = new FakeNativeAddon();
     const cow = rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable });
-    await bootSandbox({ addon, directory: platformDirectory(debian), imageDirectories: [] }, plan({ rootfs: cow }), checkBootOptions(undefined));
-    const rootDisk = addon.callsOf("boot")[0]?.rootDisk as { readOnly: boolean; base: string };
+    const directory = platformDirectory(debian);
+    await bootSandbox({ addon, directory, imageDirectories: [] }, plan({ rootfs: cow }), checkBootOptions(undefined));
+    const rootDisk = addon.callsOf("boot")[0]?.rootDisk as { readOnly: boolean; path: string };
     assert.equal(rootDisk.readOnly, false);
-    assert.equal(rootDisk.base, `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}`);
+    assert.equal(rootDisk.path, join(directory, "artifacts/images/debian-13-slim.qcow2"));
   });
 
   test("native boot errors pass through; a bad boot answer is a protocol error", async () => {

@@ -155,8 +155,9 @@ func (e *Engine) args(spec vmm.Spec, boot string) []string {
 			"-device", "virtio-blk-device,drive=root",
 		)
 	}
-	// extraFiles lists the VMM's inherited fds in the order Start passes
-	// them: ExtraFiles[i] becomes fd 3+i in the child.
+	// Start passes the inherited fds as the child's ExtraFiles in this
+	// order, channels, NIC, NBD socket: ExtraFiles[i] becomes fd 3+i in the
+	// child.
 	if len(spec.Channels) > 0 {
 		args = append(args, "-device", "virtio-serial-device")
 		for i, ch := range spec.Channels {

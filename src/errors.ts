@@ -24,6 +24,11 @@ export const ErrorCodes = {
   protocol: "ERR_SANDBOX_PROTOCOL",
   /** macOS: the platform package is not signed yet (`npx @torkbot/sandbox setup-macos`). */
   macosSetup: "ERR_SANDBOX_MACOS_SETUP",
+  /**
+   * The block store is attached elsewhere: to a running sandbox of this
+   * process, or (@torkbot/sandbox/s3) under another holder's lease.
+   */
+  storeInUse: "ERR_SANDBOX_STORE_IN_USE",
 } as const;
 
 export function codedError(code: string, message: string, options?: ErrorOptions): CodedError {

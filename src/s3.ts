@@ -67,6 +67,8 @@ type Manifest = {
   readonly blockSize: number;
   readonly generation: number;
   readonly holder: string;
+  /** Random per attach(): tells this attachment's own manifest from another's. */
+  readonly attachment: string;
   readonly objects: readonly DataObject[];
 };
 /** Where one block lives: its object and its place (in blocks) in it. */
@@ -143,7 +145,7 @@ export class S3BlockStore implements SandboxBlockStore {
     );
     try {
       const state = await this.#load(context);
-      const fenced = { ...state.manifest, holder: this.#holder };
+      const fenced = { ...state.manifest, holder: this.#holder, attachment: randomUUID() };
       const etag = await this.#putManifest(fenced, state.etag);
       this.#state = { manifest: fenced, etag, index: state.index };
       this.#staged = [];
@@ -230,8 +232,19 @@ export class S3BlockStore implements SandboxBlockStore {
     const state = this.#held("flush()");
     if (this.#staged.length === 0) return;
     this.#lease!.check();
-    const { manifest: next, index, dropped } = commit(state.manifest, this.#staged, this.#holder);
-    const etag = await this.#putManifest(next, state.etag);
+    const { manifest: next, index, dropped } = commit(state.manifest, this.#staged);
+    let etag: string | undefined;
+    try {
+      etag = await this.#putManifest(next, state.etag);
+    } catch (error) {
+      // A manifest PUT whose answer was lost (a timeout) may have landed: if
+      // the manifest there is this attachment's own, this one supersedes it
+      // (it holds the same staged objects, and newer ones).
+      if (!(error instanceof ManifestConflict)) throw error;
+      const there = await this.#current();
+      if (there === undefined || there.manifest.attachment !== next.attachment) throw error;
+      etag = await this.#putManifest(next, there.etag);
+    }
     this.#state = { manifest: next, etag, index };
     this.#staged = [];
     // After the commit, nothing names them: a crash here only leaves garbage.
@@ -262,16 +275,9 @@ export class S3BlockStore implements SandboxBlockStore {
 
   /** The committed state: the manifest (or an empty lane), checked against this boot's base and block size. */
   async #load(context: SandboxBlockStoreContext): Promise<State> {
-    let manifest: Manifest;
-    let etag: string | undefined;
-    try {
-      const got = await this.#send<GetObjectCommandOutput>(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key("manifest.json") }), "read manifest.json");
-      manifest = parseManifest(new TextDecoder().decode(await body(got)), this.lane);
-      etag = got.ETag;
-    } catch (error) {
-      if (!isS3Status(error, 404)) throw error;
-      manifest = { format: MANIFEST_FORMAT, base: context.base, blockSize: this.blockSize, generation: 0, holder: "", objects: [] };
-    }
+    const there = await this.#current();
+    const etag = there?.etag;
+    const manifest = there?.manifest ?? { format: MANIFEST_FORMAT, base: context.base, blockSize: this.blockSize, generation: 0, holder: "", attachment: "", objects: [] };
     if (manifest.base !== context.base) {
       throw new Error(`${this.lane} holds blocks written against the base ${manifest.base}; this boot is on ${context.base}: blocks over another base would be a corrupt disk (use another keyPrefix for a lane on this base)`);
     }
@@ -279,6 +285,17 @@ export class S3BlockStore implements SandboxBlockStore {
       throw new Error(`${this.lane} holds ${manifest.blockSize}-byte blocks; this S3BlockStore has blockSize ${this.blockSize}`);
     }
     return { manifest, etag, index: indexOf(manifest.objects) };
+  }
+
+  /** manifest.json as it is on the server, or undefined for a new lane. */
+  async #current(): Promise<{ manifest: Manifest; etag: string | undefined } | undefined> {
+    try {
+      const got = await this.#send<GetObjectCommandOutput>(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#key("manifest.json") }), "read manifest.json");
+      return { manifest: parseManifest(new TextDecoder().decode(await body(got)), this.lane), etag: got.ETag };
+    } catch (error) {
+      if (isS3Status(error, 404)) return undefined;
+      throw error;
+    }
   }
 
   /** Writes the manifest over `etag` (or creates it when there is none); a lost race is the lease's loss. */
@@ -295,7 +312,7 @@ export class S3BlockStore implements SandboxBlockStore {
       return put.ETag;
     } catch (error) {
       if (isS3Status(error, 412) || isS3Status(error, 409)) {
-        throw new Error(`${this.lane}: manifest.json changed under this attachment (another holder took the lane after this one's lease expired): nothing more is committed from here`, { cause: error });
+        throw new ManifestConflict(`${this.lane}: manifest.json changed under this attachment (another holder took the lane after this one's lease expired): nothing more is committed from here`, { cause: error });
       }
       throw error;
     }
@@ -351,6 +368,9 @@ export class S3BlockStore implements SandboxBlockStore {
     await this.#send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#key(object.key) }), `delete ${object.key}`);
   }
 }
+
+/** manifest.json is not the one this attachment wrote last. */
+class ManifestConflict extends Error {}
 
 /**
  * The lease object: JSON { holder, token, ttlMs, released }. Taken with
@@ -499,12 +519,12 @@ function inUse(store: LeaseIo, lease: { holder: string; ageMs: number; ttlMs: nu
 }
 
 /** The manifest after committing `staged` over `manifest`: objects holding no live block are dropped. */
-function commit(manifest: Manifest, staged: readonly DataObject[], holder: string): { manifest: Manifest; index: Map<number, Location>; dropped: DataObject[] } {
+function commit(manifest: Manifest, staged: readonly DataObject[]): { manifest: Manifest; index: Map<number, Location>; dropped: DataObject[] } {
   const all = [...manifest.objects, ...staged];
   const index = indexOf(all);
   const live = new Set<DataObject>();
   for (const { object } of index.values()) live.add(object);
-  const next: Manifest = { ...manifest, generation: manifest.generation + 1, holder, objects: all.filter((object) => live.has(object)) };
+  const next: Manifest = { ...manifest, generation: manifest.generation + 1, objects: all.filter((object) => live.has(object)) };
   return { manifest: next, index, dropped: all.filter((object) => !live.has(object)) };
 }
 
@@ -541,7 +561,7 @@ function parseManifest(text: string, lane: string): Manifest {
     }
     return { key: o.key, runs: o.runs as Run[] };
   });
-  return { format: MANIFEST_FORMAT, base: m.base, blockSize: m.blockSize as number, generation: m.generation as number, holder: String(m.holder ?? ""), objects };
+  return { format: MANIFEST_FORMAT, base: m.base, blockSize: m.blockSize as number, generation: m.generation as number, holder: String(m.holder ?? ""), attachment: String(m.attachment ?? ""), objects };
 }
 
 function isCount(value: unknown): boolean {

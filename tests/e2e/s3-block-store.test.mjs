@@ -142,8 +142,16 @@ describe("S3BlockStore on a real S3 server", { skip: s3Skip }, () => {
       await lane.exec("sh", ["-c", "head -c 4M /dev/urandom > /root/big.bin; sync"]);
     } finally {
       await assert.rejects(lane.close(), (err) => {
-        assert.equal(err.code, "ERR_SANDBOX_BLOCK_STORE", err.message);
-        assert.match(err.message, /s3:\/\/lanes\/lanes\/dying: write data\/.* failed: .*(ECONNREFUSED|ECONNRESET|socket hang up|no answer in time)/);
+        // The final flush fails on the dead server (ERR_SANDBOX_BLOCK_STORE
+        // naming it), or, on a machine so loaded that the guest, whose I/O
+        // keeps failing, does not power off within the 5 s shutdown grace,
+        // the close reports that its unflushed writes were dropped.
+        if (err.code === "ERR_SANDBOX_BLOCK_STORE") {
+          assert.match(err.message, /s3:\/\/lanes\/lanes\/dying: write data\/.* failed: .*(ECONNREFUSED|ECONNRESET|socket hang up|no answer in time)/);
+        } else {
+          assert.equal(err.code, "ERR_SANDBOX", err.message);
+          assert.match(err.message, /^the root disk's writes since the guest's last flush were not persisted \(\d+ bytes dropped; the block store keeps the state of that flush\)/);
+        }
         return true;
       });
     }
@@ -171,7 +179,7 @@ describe("S3BlockStore on a real S3 server", { skip: s3Skip }, () => {
     rawBase = baseImage();
     // The base boot() names to the store (docs/cow.md): the image's digest from the catalog.
     const base = `built-in:debian:13-slim:qcow2:linux:x64:sha256:${catalogEntry().sha256}`;
-    const flushes = fsSteps(8);
+    const flushes = fsSteps(6);
     const workload = join(work, "workload.json");
     writeFileSync(workload, JSON.stringify({ base, flushes: flushes.map((f) => f.map(([i, data]) => [Number(i), Buffer.from(data).toString("base64")])) }));
     // expected[k]: the lane after k flushes, as block → sha256.
@@ -317,7 +325,7 @@ describe("S3BlockStore on a real S3 server", { skip: s3Skip }, () => {
       const current = readFileSync(image);
       const changed = [];
       for (let at = 0; at < current.length; at += 4096) {
-        if (!current.subarray(at, at + 4096).equals(previous.subarray(at, at + 4096))) changed.push([at / 4096, Buffer.from(current.subarray(at, at + 4096))]);
+        if (current.compare(previous, at, at + 4096, at, at + 4096) !== 0) changed.push([at / 4096, Buffer.from(current.subarray(at, at + 4096))]);
       }
       assert.ok(changed.length > 0, `debugfs step ${k} changed nothing`);
       steps.push(changed);

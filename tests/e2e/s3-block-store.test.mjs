@@ -221,7 +221,7 @@ describe("S3BlockStore on a real S3 server", { skip: s3Skip }, () => {
 
     // The next boot on the last crashed lane: its lease is stale, then expires.
     const store = new S3BlockStore({ client, bucket: "lanes", keyPrefix: lastPrefix });
-    await waitForLease(store, base, 10_000);
+    await waitForLease(store, base, 30_000);
     const next = await cowOn(store).boot();
     try {
       assert.match(await ok(next, "mount"), /^\/dev\/vda on \/ type ext4 \(rw,/m);

@@ -228,10 +228,11 @@ for (const [name, unit, l, f] of rows) {
     const { S3BlockStore } = await import("@torkbot/sandbox/s3");
     const dir = mkdtempSync(join(tmpdir(), "bench-s3-"));
     const server = new S3Server(dir);
-    const client = server.client();
+    let client;
     try {
       await server.start();
       await server.createBucket("bench");
+      client = server.client();
       const flushMs = [];
       class TimedStore extends S3BlockStore {
         async flush(context) {
@@ -260,7 +261,7 @@ for (const [name, unit, l, f] of rows) {
       console.log(`${name.padEnd(30)} s3 ${String(o).padStart(9)}   memory ${String(m).padStart(7)}   ratio ${(o / m).toFixed(2)}`);
       console.log(`flush() latency over ${sorted.length} flushes: median ${median(sorted).toFixed(0)} ms, max ${sorted.at(-1).toFixed(0)} ms`);
     } finally {
-      client.destroy();
+      client?.destroy();
       await server.kill();
       rmSync(dir, { recursive: true, force: true });
     }

@@ -218,4 +218,56 @@ for (const [row, name, unit, l, f] of rows) {
     console.log(`${name.padEnd(30)} ours ${String(o).padStart(7)}   qemu ${String(q).padStart(7)}   ratio ${(o / q).toFixed(2)}`);
     record(name.startsWith("random") ? 9 : name.startsWith("write") ? 10 : 8, name, o / q);
   }
+
+  // The same write against a COW root over @torkbot/sandbox/s3 on a local S3
+  // server (versitygw on loopback, objects as files) vs over the memory
+  // store: what the object store path costs. Runs alternate; median of 3.
+  const { S3Server, s3Skip } = await import("../tests/e2e/fixtures/s3-server.mjs");
+  if (s3Skip) {
+    console.log(`\ns3 block store: skipped (${s3Skip})`);
+  } else {
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { S3BlockStore } = await import("@torkbot/sandbox/s3");
+    const dir = mkdtempSync(join(tmpdir(), "bench-s3-"));
+    const server = new S3Server(dir);
+    let client;
+    try {
+      await server.start();
+      await server.createBucket("bench");
+      client = server.client();
+      const flushMs = [];
+      class TimedStore extends S3BlockStore {
+        async flush(context) {
+          const started = performance.now();
+          await super.flush(context);
+          flushMs.push(performance.now() - started);
+        }
+      }
+      const s3 = await lane(defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: new TimedStore({ client, bucket: "bench", keyPrefix: "lane" }) }) }));
+      const memory = await lane(defineSandbox({ rootfs: rootfs.cow({ base: rootfs.builtIn("debian:13-slim"), writable: memoryStore() }) }));
+      const [name, script] = writes[0];
+      const r = { s3: [], memory: [] };
+      try {
+        for (let i = 0; i < reps; i++) {
+          r.s3.push(Number(await s3.run(name, script)));
+          r.memory.push(Number(await memory.run(name, script)));
+        }
+      } finally {
+        await s3.close();
+        await memory.close();
+      }
+      const o = median(r.s3);
+      const m = median(r.memory);
+      const sorted = [...flushMs].sort((a, b) => a - b);
+      console.log(`\ns3 block store (versitygw on loopback, 4 MiB objects) vs the memory store, COW root, median of ${reps}, ratio = s3 / memory`);
+      console.log(`${name.padEnd(30)} s3 ${String(o).padStart(9)}   memory ${String(m).padStart(7)}   ratio ${(o / m).toFixed(2)}`);
+      console.log(`flush() latency over ${sorted.length} flushes: median ${median(sorted).toFixed(0)} ms, max ${sorted.at(-1).toFixed(0)} ms`);
+    } finally {
+      client?.destroy();
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 }

@@ -58,6 +58,10 @@ echo "==> TypeScript unit tests, and 0.6.0's own unit tests (tests/compat, docs/
 npx tsc -p tests/tsconfig.json
 node --test build/tests/unit/ build/tests/compat/
 
+echo "==> S3 server for the @torkbot/sandbox/s3 tests (versitygw from the Go module proxy, cached)"
+SANDBOX_TEST_S3_SERVER=$(bash scripts/build-s3-server.sh)
+export SANDBOX_TEST_S3_SERVER
+
 echo "==> end-to-end tests (real VMs)"
 # One file at a time: each boots VMs, and the machines have two cores. A
 # temp directory of their own, so that the leak checks see only what this

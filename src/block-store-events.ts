@@ -19,10 +19,11 @@
 //
 // One store serves at most one running sandbox in this process: attach()
 // claims it at boot and the claim ends when that sandbox's close() settles
-// or its boot fails.
+// or its boot fails. A store's own optional attach()/detach() hooks (a lease
+// across machines, e.g. @torkbot/sandbox/s3) run inside that claim.
 
 import { NativeEvents } from "./addon-protocol.js";
-import { codedError, ErrorCodes } from "./errors.js";
+import { codedError, ErrorCodes, errorCode } from "./errors.js";
 import type { SandboxBlockChunk, SandboxBlockStore, SandboxBlockStoreContext } from "./rootfs.js";
 
 const attached = new WeakSet<SandboxBlockStore>();
@@ -49,12 +50,31 @@ export function attach(store: SandboxBlockStore): () => void {
 
 const U64_LIMIT = 1n << 64n;
 
+/** The one context object of a boot, passed to every store call. */
+export function storeContext(base: string): SandboxBlockStoreContext {
+  return Object.freeze({ base });
+}
+
+/**
+ * Runs the store's optional attach() or detach() hook. A failure carrying a
+ * string `code` (the store's own, e.g. ERR_SANDBOX_STORE_IN_USE) is passed
+ * on unchanged; any other becomes ERR_SANDBOX_BLOCK_STORE naming the hook.
+ */
+export async function storeHook(store: SandboxBlockStore, hook: "attach" | "detach", context: SandboxBlockStoreContext): Promise<void> {
+  try {
+    await store[hook]?.(context);
+  } catch (error) {
+    if (errorCode(error) !== undefined) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    throw codedError(ErrorCodes.blockStore, `block store ${hook}() failed: ${message}`, { cause: error });
+  }
+}
+
 /** The handler for a boot's "block-*" events; undefined for other events. */
 export function blockStoreEventHandler(
   store: SandboxBlockStore,
-  base: string,
+  context: SandboxBlockStoreContext,
 ): (event: string, payload: Uint8Array) => Promise<Uint8Array | undefined> | undefined {
-  const context: SandboxBlockStoreContext = Object.freeze({ base });
   const blockSize = store.blockSize;
   return (event, payload) => {
     switch (event) {

@@ -5,7 +5,7 @@
 
 import { NativeEvents, NativeMethods } from "./addon-protocol.js";
 import { builtInImage, readInstalledArtifacts } from "./artifacts.js";
-import { attach, blockStoreEventHandler } from "./block-store-events.js";
+import { attach, blockStoreEventHandler, storeContext, storeHook } from "./block-store-events.js";
 import type { CheckedBootOptions } from "./boot-options.js";
 import { NativeSandboxInstance, type SandboxInstance } from "./instance.js";
 import { mountAccess, mountEventHandler, type MountAccess } from "./mount-events.js";
@@ -13,7 +13,7 @@ import { callNative, protocolViolation, type NativeEventHandler, type NativeRunt
 import type { HttpEvent } from "./http-middleware.js";
 import { PolicyEvaluator, type PolicyEvent } from "./policy-evaluation.js";
 import type { NetworkPolicy } from "./network-types.js";
-import type { Rootfs, SandboxBlockStore } from "./rootfs.js";
+import type { Rootfs, SandboxBlockStore, SandboxBlockStoreContext } from "./rootfs.js";
 import { readSettings, type NativeSettings } from "./settings.js";
 
 /** A checked definition, as defineSandbox keeps it. */
@@ -58,11 +58,11 @@ export interface BootRequest {
 function guestEventHandler(
   network: NetworkPolicy | undefined,
   options: CheckedBootOptions,
-  cow: { readonly store: SandboxBlockStore; readonly base: string } | undefined,
+  cow: { readonly store: SandboxBlockStore; readonly context: SandboxBlockStoreContext } | undefined,
 ): NativeEventHandler | undefined {
   const mounts = options.mounts.length > 0 ? mountEventHandler(options.mounts) : undefined;
   const policy = network === undefined ? undefined : new PolicyEvaluator(network);
-  const blocks = cow === undefined ? undefined : blockStoreEventHandler(cow.store, cow.base);
+  const blocks = cow === undefined ? undefined : blockStoreEventHandler(cow.store, cow.context);
   if (mounts === undefined && policy === undefined && blocks === undefined) return undefined;
   return async (event, payload) => {
     if (event === NativeEvents.policy && policy !== undefined) {
@@ -108,12 +108,32 @@ export async function bootSandbox(
   // Claimed before the first await, so two boots started in the same tick
   // cannot both take the store.
   const release = store === undefined ? undefined : attach(store);
-  const cow = store === undefined ? undefined : { store, base: image.base };
+  const cow = store === undefined ? undefined : { store, context: storeContext(image.base) };
+  // The store's own hold (a lease across machines) is taken before the VM
+  // starts and given back after it is gone, inside the in-process claim.
+  if (cow !== undefined) {
+    try {
+      await storeHook(cow.store, "attach", cow.context);
+    } catch (error) {
+      release?.();
+      throw error;
+    }
+  }
+  const end =
+    cow === undefined
+      ? undefined
+      : async () => {
+          try {
+            await storeHook(cow.store, "detach", cow.context);
+          } finally {
+            release?.();
+          }
+        };
   let response: unknown;
   try {
     response = await callNative(runtime.addon, NativeMethods.boot, request, guestEventHandler(plan.network, options, cow));
   } catch (error) {
-    release?.();
+    await end?.().catch(() => undefined); // the boot's failure is the one to report
     throw error;
   }
   const id = (response as { id?: unknown } | null)?.id;
@@ -121,5 +141,5 @@ export async function bootSandbox(
     // No id to close with: the store stays claimed, as a VM may be running on it.
     throw protocolViolation("boot", response, "{ id }");
   }
-  return new NativeSandboxInstance(runtime.addon, id, options.cwd, release);
+  return new NativeSandboxInstance(runtime.addon, id, options.cwd, end);
 }

@@ -18,8 +18,6 @@ export const ErrorCodes = {
   vmmExited: NativeErrorCodes.vmmExited,
   /** A COW root's store failed or answered what its contract does not allow (block-store-events.ts). */
   blockStore: NativeErrorCodes.blockStore,
-  /** The block store is attached to a sandbox that is still running in this process. */
-  storeInUse: "ERR_SANDBOX_STORE_IN_USE",
   /** No usable platform package (addon, kernel, initrd) for this machine. */
   notInstalled: "ERR_SANDBOX_NOT_INSTALLED",
   /** The requested built-in rootfs is not in the installed catalog. */
@@ -32,6 +30,11 @@ export const ErrorCodes = {
   protocol: "ERR_SANDBOX_PROTOCOL",
   /** macOS: the platform package is not signed yet (`npx @torkbot/sandbox setup-macos`). */
   macosSetup: "ERR_SANDBOX_MACOS_SETUP",
+  /**
+   * The block store is attached elsewhere: to a running sandbox of this
+   * process, or (@torkbot/sandbox/s3) under another holder's lease.
+   */
+  storeInUse: "ERR_SANDBOX_STORE_IN_USE",
 } as const;
 
 export function codedError(code: string, message: string, options?: ErrorOptions): CodedError {

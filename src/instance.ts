@@ -60,11 +60,14 @@ export class NativeSandboxInstance implements SandboxInstance {
   #closing: Promise<void> | undefined;
   /** The native error that reported the VM dead. */
   #vmmExit: Error | undefined;
-  /** Runs once close() settled: the native side has let the VM go by then. */
-  readonly #onClosed: (() => void) | undefined;
+  /**
+   * Runs once the native close settled (the VM is gone by then); close()
+   * settles after it. Its rejection fails a close that had succeeded.
+   */
+  readonly #onClosed: (() => Promise<void>) | undefined;
 
   /** `defaultCwd` is the boot's `cwd`, if it had one. */
-  constructor(addon: NativeAddon, id: number, defaultCwd: string | undefined, onClosed?: () => void) {
+  constructor(addon: NativeAddon, id: number, defaultCwd: string | undefined, onClosed?: () => Promise<void>) {
     this.#addon = addon;
     this.#id = id;
     this.#defaultCwd = defaultCwd;
@@ -122,9 +125,16 @@ export class NativeSandboxInstance implements SandboxInstance {
 
   close(): Promise<void> {
     if (this.#closing !== undefined) return this.#closing.then(settledAnyway, settledAnyway);
-    this.#closing = callNative(this.#addon, NativeMethods.close, { id: this.#id })
-      .then(() => undefined)
-      .finally(() => this.#onClosed?.());
+    this.#closing = callNative(this.#addon, NativeMethods.close, { id: this.#id }).then(
+      async () => {
+        await this.#onClosed?.();
+      },
+      async (error: unknown) => {
+        // The close's own failure is the one to report; onClosed still runs.
+        await this.#onClosed?.().catch(() => undefined);
+        throw error;
+      },
+    );
     return this.#closing;
   }
 

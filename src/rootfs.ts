@@ -45,6 +45,20 @@ export interface SandboxBlockStore {
   read(range: SandboxBlockRange, context: SandboxBlockStoreContext): Promise<readonly SandboxBlockChunk[]>;
   write(chunks: readonly SandboxBlockChunk[], context: SandboxBlockStoreContext): Promise<void>;
   flush?(context: SandboxBlockStoreContext): Promise<void>;
+  /**
+   * Optional (not in 0.6.0): called once per boot with the boot's context,
+   * before the disk opens (so before list()). A rejection fails boot() with
+   * that error, its `code` kept (e.g. ERR_SANDBOX_STORE_IN_USE), and no VM
+   * starts. Take a lease across processes and machines here.
+   */
+  attach?(context: SandboxBlockStoreContext): Promise<void>;
+  /**
+   * Optional (not in 0.6.0): called once after a boot whose attach()
+   * resolved has ended: its close() settled (after the last flush()) or its
+   * boot failed. close() settles after it; a rejection makes a close that
+   * had succeeded reject with ERR_SANDBOX_BLOCK_STORE. Release the lease here.
+   */
+  detach?(context: SandboxBlockStoreContext): Promise<void>;
 }
 
 export const rootfs = {
@@ -103,7 +117,9 @@ function checkBlockStore(store: unknown): void {
       throw invalidDefinition(`rootfs COW block store must provide ${method}()`);
     }
   }
-  if (methods.flush !== undefined && typeof methods.flush !== "function") {
-    throw invalidDefinition("rootfs COW block store flush must be a function when present");
+  for (const method of ["flush", "attach", "detach"]) {
+    if (methods[method] !== undefined && typeof methods[method] !== "function") {
+      throw invalidDefinition(`rootfs COW block store ${method} must be a function when present`);
+    }
   }
 }

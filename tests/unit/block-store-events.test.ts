@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { bootSandbox, type SandboxPlan } from "../../src/boot.js";
 import { checkBootOptions } from "../../src/boot-options.js";
-import { blockStoreEventHandler, decodeWrite, encodeChunks, encodeList } from "../../src/block-store-events.js";
+import { blockStoreEventHandler, decodeWrite, storeContext, encodeChunks, encodeList } from "../../src/block-store-events.js";
 import { rootfs, type SandboxBlockChunk, type SandboxBlockStore, type SandboxBlockStoreContext } from "../../src/index.js";
 import { codedFailure, FakeNativeAddon } from "./fake-native-addon.js";
 
@@ -70,7 +70,7 @@ function memoryStore(blockSize = 512) {
 describe("block store events", () => {
   test("list, write and read reach the store with one frozen { base } context", async () => {
     const { store, blocks, contexts } = memoryStore();
-    const handle = blockStoreEventHandler(store, BASE);
+    const handle = blockStoreEventHandler(store, storeContext(BASE));
     const data = new Uint8Array(1024).fill(7);
     assert.equal(await handle("block-write", writePayload([{ start: 5n, data }])), undefined);
     assert.deepEqual([...blocks.keys()], [5n, 6n]);
@@ -115,7 +115,7 @@ describe("block store events", () => {
     store.write = async () => {
       throw new Error("bucket unreachable");
     };
-    await assert.rejects(blockStoreEventHandler(store, BASE)("block-write", writePayload([]))!, {
+    await assert.rejects(blockStoreEventHandler(store, storeContext(BASE))("block-write", writePayload([]))!, {
       code: "ERR_SANDBOX_BLOCK_STORE",
       message: "bucket unreachable",
     });
@@ -192,5 +192,67 @@ describe("one store, one running sandbox", () => {
     await assert.rejects(lane.close(), { code: "ERR_SANDBOX_BLOCK_STORE" });
     addon.on("close", () => ({}));
     await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined))).close();
+  });
+
+  test("a store's attach() runs before the VM starts and detach() after close or a failed boot, with the boot's context", async () => {
+    const directory = platformDirectory();
+    const { store } = memoryStore(4096);
+    const log: string[] = [];
+    const contexts: SandboxBlockStoreContext[] = [];
+    let refuse: Error | undefined;
+    let failDetach = false;
+    const hooked: SandboxBlockStore = {
+      ...store,
+      async attach(context) {
+        contexts.push(context);
+        log.push("attach");
+        if (refuse !== undefined) throw refuse;
+      },
+      async detach(context) {
+        contexts.push(context);
+        log.push("detach");
+        if (failDetach) throw new Error("lease not released");
+      },
+    };
+    const addon = new FakeNativeAddon({
+      boot: () => {
+        log.push("boot");
+        return { id: 1 };
+      },
+      close: () => {
+        log.push("close");
+        return {};
+      },
+    });
+    const boot = () => bootSandbox({ addon, directory, imageDirectories: [] }, plan(hooked), checkBootOptions(undefined));
+    await (await boot()).close();
+    assert.deepEqual(log, ["attach", "boot", "close", "detach"]);
+    assert.equal(contexts[0], contexts[1], "one context object per boot");
+    assert.deepEqual(contexts[0], { base: `built-in:debian:13-slim:qcow2:linux:x64:sha256:${SHA}` });
+    assert.ok(Object.isFrozen(contexts[0]));
+
+    // A refusal keeps its code, starts nothing, and lets the store go.
+    log.length = 0;
+    refuse = codedFailure("ERR_SANDBOX_STORE_IN_USE", "s3://b/lane is attached by someone else");
+    await assert.rejects(boot(), { code: "ERR_SANDBOX_STORE_IN_USE", message: /attached by someone else/ });
+    refuse = new Error("bucket unreachable");
+    await assert.rejects(boot(), { code: "ERR_SANDBOX_BLOCK_STORE", message: "block store attach() failed: bucket unreachable" });
+    assert.deepEqual(log, ["attach", "attach"]);
+    refuse = undefined;
+
+    // A failed boot detaches; a detach that fails fails a close that had succeeded.
+    log.length = 0;
+    addon.on("boot", () => {
+      log.push("boot");
+      throw codedFailure("ERR_SANDBOX_BOOT", "no kernel");
+    });
+    await assert.rejects(boot(), { code: "ERR_SANDBOX_BOOT" });
+    assert.deepEqual(log, ["attach", "boot", "detach"]);
+    addon.on("boot", () => ({ id: 2 }));
+    failDetach = true;
+    const lane = await boot();
+    await assert.rejects(lane.close(), { code: "ERR_SANDBOX_BLOCK_STORE", message: "block store detach() failed: lease not released" });
+    failDetach = false;
+    await (await boot()).close(); // the store was let go
   });
 });

@@ -17,6 +17,7 @@ export const promises = {
   10: { text: "COW root write 64 MiB + fsync, ratio to a qcow2 overlay" },
   12: { text: "HTTP(S) GETs/s through interception, ratio to raw accept()" },
   13: { text: "fs.memory mount time per workload, ratio to virtiofsd (lower is better)" },
+  15: { text: "COW root write 64 MiB + fsync over @torkbot/sandbox/s3, ratio to the memory store" },
 };
 
 /** Records one measured ratio for a promise's row. */

@@ -263,6 +263,7 @@ for (const [row, name, unit, l, f] of rows) {
       const sorted = [...flushMs].sort((a, b) => a - b);
       console.log(`\ns3 block store (versitygw on loopback, 4 MiB objects) vs the memory store, COW root, median of ${reps}, ratio = s3 / memory`);
       console.log(`${name.padEnd(30)} s3 ${String(o).padStart(9)}   memory ${String(m).padStart(7)}   ratio ${(o / m).toFixed(2)}`);
+      record(15, name, o / m);
       console.log(`flush() latency over ${sorted.length} flushes: median ${median(sorted).toFixed(0)} ms, max ${sorted.at(-1).toFixed(0)} ms`);
     } finally {
       client?.destroy();

@@ -17,6 +17,7 @@ import (
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/native/lane"
 	"github.com/torkbot/sandbox/vfs/vfstest"
 	"github.com/torkbot/sandbox/vmm"
@@ -145,8 +146,8 @@ func TestRootOverNBDChannel(t *testing.T) {
 	}
 	wg.Go(func() { relay.Run(ctx) })
 
-	diskHost, diskVM := socketPair(t)
-	controlHost, controlVM := socketPair(t)
+	diskHost, diskVM := testutil.SocketPair(t)
+	controlHost, controlVM := testutil.SocketPair(t)
 	defer controlHost.Close()
 	wg.Go(func() {
 		c, err := netFileConn(diskHost)

@@ -12,11 +12,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/krun"
 )
@@ -53,15 +53,6 @@ func build(t *testing.T, cflags ...string) (helper, library string) {
 		t.Fatalf("go build sandbox-krun: %v\n%s", err, out)
 	}
 	return helper, library
-}
-
-func socketPair(t *testing.T) (host, vm *os.File) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.NewFile(uintptr(fds[0]), "host"), os.NewFile(uintptr(fds[1]), "vm")
 }
 
 // memDisk is a small writable export for the host's NBD server.
@@ -112,9 +103,9 @@ func newFixture(t *testing.T) *fixture {
 	os.WriteFile(kernel, []byte("kernel"), 0o644)
 	os.WriteFile(initrd, []byte("initrd"), 0o644)
 	f := &fixture{console: &lockedBuf{}}
-	nicHost, nic := socketPair(t)
+	nicHost, nic := testutil.SocketPair(t)
 	t.Cleanup(func() { nicHost.Close() })
-	diskHost, disk := socketPair(t)
+	diskHost, disk := testutil.SocketPair(t)
 	f.spec = vmm.Spec{
 		Kernel: kernel, Initrd: initrd, Cmdline: "sandbox.hostname=contract",
 		CPUs: 2, MemoryMiB: 768,
@@ -135,7 +126,7 @@ func newFixture(t *testing.T) *fixture {
 		nbd.Serve(ctx, c, &memDisk{b: make([]byte, 1<<20)}, nbd.Options{Name: "root", ReadOnly: true})
 	})
 	for _, name := range []string{"control", "fs.0"} {
-		host, vm := socketPair(t)
+		host, vm := testutil.SocketPair(t)
 		f.spec.Channels = append(f.spec.Channels, vmm.Channel{Name: name, Conn: vm})
 		f.wg.Go(func() {
 			// The guest says hello; the host answers with the channel's name.
@@ -317,9 +308,9 @@ func TestStartRejectsBadSpecs(t *testing.T) {
 		{"missing kernel", func(s *vmm.Spec) { s.Kernel = filepath.Join(dir, "none") }, "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			host, ch := socketPair(t)
+			host, ch := testutil.SocketPair(t)
 			defer host.Close()
-			_, disk := socketPair(t)
+			_, disk := testutil.SocketPair(t)
 			spec := vmm.Spec{Kernel: kernel, Initrd: kernel, CPUs: 1, MemoryMiB: 128,
 				RootDisk: vmm.Disk{NBD: disk}, Channels: []vmm.Channel{{Name: "control", Conn: ch}}}
 			tc.edit(&spec)

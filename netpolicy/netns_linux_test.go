@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/dns"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
@@ -178,13 +178,18 @@ func (h *harness) closeNoLeaks(t *testing.T) {
 }
 
 // reexecInNetns runs the calling top-level test again in a new network and
-// mount namespace, after installing the guest's clients (tools, and extra:
-// binary → Debian package) if missing.
+// mount namespace. It skips, naming them, when the guest's clients (tools,
+// and extra: binary → Debian package) are missing: scripts/test.sh
+// installs them.
 func reexecInNetns(t *testing.T, extra ...map[string]string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and TAP devices")
 	}
-	ensureTools(t, append([]map[string]string{tools}, extra...)...)
+	for _, set := range append([]map[string]string{tools}, extra...) {
+		for bin, pkg := range set {
+			testutil.Need(t, bin, pkg)
+		}
+	}
 	args := []string{"-test.run=^" + t.Name() + "$", "-test.count=1"}
 	if testing.Verbose() {
 		args = append(args, "-test.v")
@@ -198,26 +203,6 @@ func reexecInNetns(t *testing.T, extra ...map[string]string) {
 	}
 	if err != nil {
 		t.Fatalf("namespace run: %v", err)
-	}
-}
-
-// ensureTools installs, with apt-get, the package of each binary missing.
-func ensureTools(t *testing.T, sets ...map[string]string) {
-	var missing []string
-	for _, set := range sets {
-		for bin, pkg := range set {
-			if _, err := exec.LookPath(bin); err != nil && !slices.Contains(missing, pkg) {
-				missing = append(missing, pkg)
-			}
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	cmd := exec.Command("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, missing...)...)
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("missing %v and apt-get failed: %v\n%s", missing, err, out)
 	}
 }
 
@@ -239,13 +224,6 @@ type harness struct {
 	interceptCAFile string
 }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // requireIsolated refuses to go on unless this namespace has no default
 // route: nothing the test sends can leave the machine.
 func requireIsolated(t *testing.T) {
@@ -265,11 +243,11 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		t.Fatalf("make mounts private: %v", err)
 	}
 	requireIsolated(t)
-	run(t, "ip", "link", "set", "lo", "up")
+	testutil.Run(t, "ip", "link", "set", "lo", "up")
 	for _, a := range []string{"198.51.100.10/32", "203.0.113.10/32", "192.0.2.53/32"} {
-		run(t, "ip", "addr", "add", a, "dev", "lo")
+		testutil.Run(t, "ip", "addr", "add", a, "dev", "lo")
 	}
-	run(t, "ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad")
+	testutil.Run(t, "ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad")
 	requireIsolated(t)
 
 	h := &harness{policy: &testPolicy{}, netns: fmt.Sprintf("nptest%d", os.Getpid())}
@@ -280,10 +258,10 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 	}
 	h.baseline = runtime.NumGoroutine()
 
-	run(t, "ip", "netns", "add", h.netns)
+	testutil.Run(t, "ip", "netns", "add", h.netns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", h.netns).Run() })
 	tap := openTAP(t, "nptap0")
-	run(t, "ip", "link", "set", "nptap0", "netns", h.netns)
+	testutil.Run(t, "ip", "link", "set", "nptap0", "netns", h.netns)
 	for _, c := range [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "set", "nptap0", "mtu", "1500", "up"},
@@ -292,7 +270,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		{"ip", "-6", "addr", "add", "fd00:5a4e:6c00::2/64", "dev", "nptap0", "nodad"},
 		{"ip", "-6", "route", "add", "default", "via", "fd00:5a4e:6c00::1"},
 	} {
-		run(t, append([]string{"ip", "netns", "exec", h.netns}, c...)...)
+		testutil.Run(t, "ip", append([]string{"netns", "exec", h.netns}, c...)...)
 	}
 
 	// HTTP interception, trusting only the origins' own test CAs upstream.
@@ -333,11 +311,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		t.Fatal(err)
 	}
 	h.stack = st
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stackEnd, vmEnd := fileConn(t, fds[0]), fileConn(t, fds[1])
+	stackEnd, vmEnd := testutil.ConnPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.served = make(chan error, 1)
@@ -367,16 +341,6 @@ func hostLookupVia(ns netip.Addr) dns.LookupFunc {
 	return func(ctx context.Context, name string) ([]netip.Addr, error) {
 		return r.LookupNetIP(ctx, "ip", name)
 	}
-}
-
-func fileConn(t *testing.T, fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // openTAP creates a TAP device (no packet info header) in this namespace.

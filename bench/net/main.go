@@ -44,6 +44,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/link"
 )
@@ -501,12 +502,11 @@ func startNetpolicy(ctx context.Context, mtu int) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	stackEnd, vmEnd, err := sockpair.Conns()
 	if err != nil {
 		tap.Close()
 		return nil, err
 	}
-	stackEnd, vmEnd := fileConn(fds[0]), fileConn(fds[1])
 	served := make(chan error, 1)
 	go func() { served <- st.Serve(ctx, stackEnd) }()
 	bridged := make(chan struct{})
@@ -676,16 +676,6 @@ func bridgeTAP(tap *os.File, vm net.Conn, mtu int) {
 	}
 	vm.Close()
 	<-done
-}
-
-func fileConn(fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		panic(err) // a fresh socketpair fd is always a valid conn
-	}
-	return c
 }
 
 // requireIsolated refuses to go on unless this namespace has no default

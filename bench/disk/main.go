@@ -25,12 +25,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 )
 
 func main() {
@@ -74,34 +73,15 @@ func run(kernel, initrd, image, mode string) error {
 	if err != nil {
 		return err
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
-	vm, err := engine.Start(ctx, vmm.Spec{
+	g, err := vmmtest.Boot(ctx, engine, vmm.Spec{
 		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512, Cmdline: cmdline,
 		RootDisk: disk,
-		Channels: []vmm.Channel{{Name: "control", Conn: guest}},
 	})
 	if err != nil {
-		host.Close()
 		return err
 	}
-	defer func() {
-		vm.Kill()
-		<-vm.Done()
-	}()
-	client, err := control.NewClient(host)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
+	defer g.Close()
+	client := g.Client
 	in := json.NewDecoder(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
 	for {
@@ -126,13 +106,6 @@ func run(kernel, initrd, image, mode string) error {
 		if err := out.Encode(map[string]string{"name": w[0], "result": lines[len(lines)-1]}); err != nil {
 			return err
 		}
-	}
-	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-	defer scancel()
-	client.Shutdown(sctx)
-	select {
-	case <-vm.Done():
-	case <-sctx.Done():
 	}
 	return nil
 }

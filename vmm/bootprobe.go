@@ -28,7 +28,7 @@ const (
 // returns the tail of what it printed for the caller's error message. err
 // is set when cmd could not start or ctx ended first.
 func ProbeBoot(ctx context.Context, cmd *exec.Cmd) (booted bool, tail string, err error) {
-	var out lockedBuffer
+	var out OutputBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := StartChild(cmd); err != nil {
 		return false, "", err
@@ -61,34 +61,45 @@ loop:
 	return booted, out.Tail(300), err
 }
 
-// lockedBuffer collects a probe's output, which the VMM writes from two
-// pipe readers; bounded, since only the marker and a tail matter.
-type lockedBuffer struct {
+// OutputBuffer collects a child's output (a probe's console, a test's
+// guest console, a daemon's diagnostics) to search and quote while the
+// child runs: safe for concurrent writes and reads, and bounded, since only
+// a marker and a tail matter (it keeps the first MiB).
+type OutputBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 {
+func (o *OutputBuffer) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.b.Len() > 1<<20 {
 		return len(p), nil
 	}
-	return l.b.Write(p)
+	return o.b.Write(p)
 }
 
-func (l *lockedBuffer) Contains(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Contains(l.b.Bytes(), []byte(s))
+// Contains reports whether the output so far holds s.
+func (o *OutputBuffer) Contains(s string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return bytes.Contains(o.b.Bytes(), []byte(s))
 }
 
-func (l *lockedBuffer) Tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.b.Bytes()
+// Tail is the last n bytes of the output so far.
+func (o *OutputBuffer) Tail(n int) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	b := o.b.Bytes()
 	if len(b) > n {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// String is the output so far.
+func (o *OutputBuffer) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }

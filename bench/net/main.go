@@ -22,7 +22,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -38,7 +37,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,6 +45,7 @@ import (
 	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/link"
+	"github.com/torkbot/sandbox/vmm"
 )
 
 // envInNetns marks the re-executed process running in its own namespaces.
@@ -569,7 +568,7 @@ func startGvproxy(ctx context.Context, mtu int) (func(), error) {
 // startDaemon starts cmd, collecting its output (cmd.Stdout, printable
 // with %s), killed with this process (Pdeathsig) or by the returned stop.
 func startDaemon(cmd *exec.Cmd) (stop func(), err error) {
-	out := &output{}
+	out := &vmm.OutputBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -579,24 +578,6 @@ func startDaemon(cmd *exec.Cmd) (stop func(), err error) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}, nil
-}
-
-// output collects a daemon's output; String is safe while it runs.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return strings.TrimSpace(o.b.String())
 }
 
 // waitDefaultRoute waits until the guest namespace has a default route.

@@ -33,9 +33,7 @@ import (
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	mode := flag.String("mode", "ro", "ro or overlay")
 	flag.Parse()
 	if err := run(*kernel, *initrd, *image, *mode); err != nil {

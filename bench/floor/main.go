@@ -23,9 +23,7 @@ import (
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	boots := flag.Int("boots", 5, "cold boots to time")
 	execs := flag.Int("execs", 50, "warm exec round trips to time")
 	flag.Parse()

@@ -35,9 +35,7 @@ import (
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	virtiofsd := flag.String("virtiofsd", "/usr/lib/qemu/virtiofsd", "QEMU's virtiofsd")
 	flag.Parse()
 	var workloads [][2]string

@@ -2,6 +2,7 @@ package vmmtest
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"time"
 
@@ -71,4 +72,12 @@ func exitStatus(m vmm.Machine) string {
 	default:
 		return "running"
 	}
+}
+
+// GuestFlags registers the flags every benchmark command that boots a
+// guest takes (bench/run.mjs passes them): -kernel, -initrd and -image.
+func GuestFlags() (kernel, initrd, image *string) {
+	return flag.String("kernel", "", "guest kernel (vmlinux)"),
+		flag.String("initrd", "", "initrd.cpio"),
+		flag.String("image", "", "root disk (qcow2)")
 }

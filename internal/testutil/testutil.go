@@ -58,6 +58,6 @@ func Run(t testing.TB, name string, args ...string) string {
 func Need(t testing.TB, tool, pkg string) {
 	t.Helper()
 	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s is not installed (apt-get install %s; scripts/build.sh installs it)", tool, pkg)
+		t.Skipf("%s is not installed (apt-get install %s; scripts/test.sh installs it)", tool, pkg)
 	}
 }

@@ -1,6 +1,6 @@
 // Package testutil holds what the Go tests of this module share: socket
 // pairs, running a tool, and one policy for a missing tool. Tests never
-// install anything: scripts/ (lib-apt.sh, build.sh) installs the system
+// install anything: scripts/test.sh (need_pkgs) installs the system
 // packages, and a test whose tool is missing skips naming it and the
 // package that brings it.
 package testutil

@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,32 +20,8 @@ import (
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/control/controltest"
 	"github.com/torkbot/sandbox/control/wire"
+	"github.com/torkbot/sandbox/internal/testutil"
 )
-
-// socketPair returns the two ends of a unix stream socketpair, the kind of
-// channel the host has (a unix socket) on both sides.
-func socketPair(t *testing.T) (host, guest net.Conn) {
-	t.Helper()
-	// Portable (no SOCK_CLOEXEC): hold ForkLock so that no child inherits
-	// the fds before net.FileConn has replaced them by close-on-exec dups.
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
-	return conns[0], conns[1]
-}
 
 type guest struct {
 	handler *controltest.Handler
@@ -63,7 +38,7 @@ var bootTimeline = []control.BootEvent{{Name: "init", At: 800 * time.Millisecond
 // start connects a Client to a Server running controltest.Handler.
 func start(t *testing.T) (*control.Client, *guest) {
 	t.Helper()
-	hostConn, guestConn := socketPair(t)
+	hostConn, guestConn := testutil.ConnPair(t)
 	g := &guest{handler: &controltest.Handler{}, conn: guestConn, served: make(chan error, 1)}
 	srv := &control.Server{Handler: g.handler, Env: baseEnv, KernelRelease: "6.1.0-test", Boot: bootTimeline}
 	go func() { g.served <- srv.Serve(context.Background(), guestConn) }()
@@ -143,7 +118,7 @@ func TestHandshake(t *testing.T) {
 // startWith is start with a Server whose Prepare is prepare.
 func startWith(t *testing.T, prepare func(context.Context, control.Setup) error) *control.Client {
 	t.Helper()
-	hostConn, guestConn := socketPair(t)
+	hostConn, guestConn := testutil.ConnPair(t)
 	srv := &control.Server{Handler: &controltest.Handler{}, KernelRelease: "6.1.0-test", Prepare: prepare}
 	go srv.Serve(context.Background(), guestConn)
 	c, err := control.NewClient(hostConn)
@@ -505,7 +480,7 @@ func TestClose(t *testing.T) {
 }
 
 func TestHandshakeTimeout(t *testing.T) {
-	hostConn, guestConn := socketPair(t)
+	hostConn, guestConn := testutil.ConnPair(t)
 	defer guestConn.Close() // a guest that never boots
 	c, err := control.NewClient(hostConn)
 	if err != nil {
@@ -550,7 +525,7 @@ func fakeGuest(t testing.TB, conn net.Conn, reply func(m wire.Message, stream ne
 
 func TestVersionMismatch(t *testing.T) {
 	t.Run("guest speaks another version", func(t *testing.T) {
-		hostConn, guestConn := socketPair(t)
+		hostConn, guestConn := testutil.ConnPair(t)
 		fakeGuest(t, guestConn, func(m wire.Message, stream net.Conn) {
 			wire.WriteMessage(stream, &wire.HelloReply{Version: 2})
 		})
@@ -565,7 +540,7 @@ func TestVersionMismatch(t *testing.T) {
 		}
 	})
 	t.Run("host speaks another version", func(t *testing.T) {
-		hostConn, guestConn := socketPair(t)
+		hostConn, guestConn := testutil.ConnPair(t)
 		srv := &control.Server{Handler: &controltest.Handler{}}
 		go srv.Serve(context.Background(), guestConn)
 		session, err := yamux.Client(hostConn, nil)
@@ -617,7 +592,7 @@ func TestGuestProtocolViolation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hostConn, guestConn := socketPair(t)
+			hostConn, guestConn := testutil.ConnPair(t)
 			fakeGuest(t, guestConn, func(m wire.Message, stream net.Conn) {
 				if _, ok := m.(*wire.Hello); ok {
 					wire.WriteMessage(stream, &wire.HelloReply{Version: wire.Version})
@@ -710,7 +685,7 @@ func FuzzClientRun(f *testing.F) {
 	f.Add([]byte("\x45\x00\x00\x00\x0e{\"exitCode\":3}"))
 	f.Add([]byte("\x43\xff\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, reply []byte) {
-		hostConn, guestConn := socketPair(t)
+		hostConn, guestConn := testutil.ConnPair(t)
 		fakeGuest(t, guestConn, func(m wire.Message, stream net.Conn) {
 			if _, ok := m.(*wire.Hello); ok {
 				wire.WriteMessage(stream, &wire.HelloReply{Version: wire.Version})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/internal/testutil"
 )
 
 // yamuxFrame is a raw yamux frame header as a hostile guest writes it.
@@ -33,7 +34,7 @@ func hostCost() (goroutines int, bytes uint64) {
 // A guest that floods PING+SYN and never reads must not grow the host: each
 // ping used to cost a goroutine waiting 30 s to send its reply.
 func TestGuestPingFloodIsBounded(t *testing.T) {
-	host, guestEnd := socketPair(t)
+	host, guestEnd := testutil.ConnPair(t)
 	defer guestEnd.Close()
 	baseGoroutines, baseBytes := hostCost()
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/netpolicy"
 )
 
@@ -175,7 +176,7 @@ func (o *clientOrigins) start(t *testing.T, _ *harness) {
 // (allowed) and originB (denied), logging every accepted connection.
 func (o *clientOrigins) startSSHD(t *testing.T) {
 	key := filepath.Join(o.dir, "ssh_host_ed25519_key")
-	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+	testutil.Run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
 	fp, err := exec.Command("ssh-keygen", "-l", "-f", key+".pub").Output()
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 )
@@ -137,14 +138,14 @@ func (o *httpOrigins) start(t *testing.T, h *harness) {
 		{"git", "-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "first"},
 		{"git", "clone", "-q", "--bare", work, repo},
 	} {
-		run(t, c...)
+		testutil.Run(t, c[0], c[1:]...)
 	}
 	if err := os.WriteFile(filepath.Join(work, "README"), []byte("cloned through the sandbox\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "git", "-C", work, "add", "README")
-	run(t, "git", "-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "readme")
-	run(t, "git", "-C", work, "push", "-q", repo, "main")
+	testutil.Run(t, "git", "-C", work, "add", "README")
+	testutil.Run(t, "git", "-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "readme")
+	testutil.Run(t, "git", "-C", work, "push", "-q", repo, "main")
 	gitBin, err := exec.LookPath("git")
 	if err != nil {
 		t.Fatal(err)

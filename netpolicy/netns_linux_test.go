@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/internal/netns"
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/dns"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
@@ -241,13 +242,18 @@ func (h *harness) closeNoLeaks(t *testing.T) {
 }
 
 // reexecInNetns runs the calling top-level test again in a new network and
-// mount namespace, after installing the guest's clients (tools, and extra:
-// binary → Debian package) if missing.
+// mount namespace. It skips, naming them, when the guest's clients (tools,
+// and extra: binary → Debian package) are missing: scripts/test.sh
+// installs them.
 func reexecInNetns(t *testing.T, extra ...map[string]string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and TAP devices")
 	}
-	ensureTools(t, append([]map[string]string{tools}, extra...)...)
+	for _, set := range append([]map[string]string{tools}, extra...) {
+		for bin, pkg := range set {
+			testutil.Need(t, bin, pkg)
+		}
+	}
 	args := []string{"-test.run=^" + t.Name() + "$", "-test.count=1"}
 	if testing.Verbose() {
 		args = append(args, "-test.v")
@@ -261,26 +267,6 @@ func reexecInNetns(t *testing.T, extra ...map[string]string) {
 	}
 	if err != nil {
 		t.Fatalf("namespace run: %v", err)
-	}
-}
-
-// ensureTools installs, with apt-get, the package of each binary missing.
-func ensureTools(t *testing.T, sets ...map[string]string) {
-	var missing []string
-	for _, set := range sets {
-		for bin, pkg := range set {
-			if _, err := exec.LookPath(bin); err != nil && !slices.Contains(missing, pkg) {
-				missing = append(missing, pkg)
-			}
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	cmd := exec.Command("apt-get", append([]string{"install", "-y", "--no-install-recommends"}, missing...)...)
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("missing %v and apt-get failed: %v\n%s", missing, err, out)
 	}
 }
 
@@ -302,13 +288,6 @@ type harness struct {
 	interceptCAFile string
 }
 
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
 // requireIsolated refuses to go on unless this namespace has no default
 // route: nothing the test sends can leave the machine.
 func requireIsolated(t *testing.T) {
@@ -328,14 +307,14 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		t.Fatalf("make mounts private: %v", err)
 	}
 	requireIsolated(t)
-	run(t, "ip", "link", "set", "lo", "up")
+	testutil.Run(t, "ip", "link", "set", "lo", "up")
 	// The host's resolver is the test namespace's own: resolvers are the
 	// policy's choice, not the guest's, and may be local.
-	run(t, "ip", "addr", "add", "192.0.2.53/32", "dev", "lo")
+	testutil.Run(t, "ip", "addr", "add", "192.0.2.53/32", "dev", "lo")
 	originsNetns = fmt.Sprintf("nporigins%d", os.Getpid())
-	run(t, "ip", "netns", "add", originsNetns)
+	testutil.Run(t, "ip", "netns", "add", originsNetns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", originsNetns).Run() })
-	run(t, "ip", "link", "add", "npup0", "type", "veth", "peer", "name", "npup1", "netns", originsNetns)
+	testutil.Run(t, "ip", "link", "add", "npup0", "type", "veth", "peer", "name", "npup1", "netns", originsNetns)
 	for _, c := range [][]string{
 		{"ip", "link", "set", "npup0", "up"},
 		{"ip", "addr", "add", hostAddr.String() + "/30", "dev", "npup0"},
@@ -344,7 +323,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		{"ip", "route", "add", "203.0.113.0/24", "via", "10.255.0.2"},
 		{"ip", "-6", "route", "add", "2001:db8::/32", "via", "fd99::2"},
 	} {
-		run(t, c...)
+		testutil.Run(t, c[0], c[1:]...)
 	}
 	for _, c := range [][]string{
 		{"ip", "link", "set", "lo", "up"},
@@ -356,7 +335,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		{"ip", "addr", "add", "203.0.113.10/32", "dev", "lo"},
 		{"ip", "-6", "addr", "add", "2001:db8::10/128", "dev", "lo", "nodad"},
 	} {
-		run(t, append([]string{"ip", "netns", "exec", originsNetns}, c...)...)
+		testutil.Run(t, "ip", append([]string{"netns", "exec", originsNetns}, c...)...)
 	}
 	requireIsolated(t)
 
@@ -368,10 +347,10 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 	}
 	h.baseline = runtime.NumGoroutine()
 
-	run(t, "ip", "netns", "add", h.netns)
+	testutil.Run(t, "ip", "netns", "add", h.netns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", h.netns).Run() })
 	tap := openTAP(t, "nptap0")
-	run(t, "ip", "link", "set", "nptap0", "netns", h.netns)
+	testutil.Run(t, "ip", "link", "set", "nptap0", "netns", h.netns)
 	for _, c := range [][]string{
 		{"ip", "link", "set", "lo", "up"},
 		{"ip", "link", "set", "nptap0", "mtu", "1500", "up"},
@@ -380,7 +359,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		{"ip", "-6", "addr", "add", "fd00:5a4e:6c00::2/64", "dev", "nptap0", "nodad"},
 		{"ip", "-6", "route", "add", "default", "via", "fd00:5a4e:6c00::1"},
 	} {
-		run(t, append([]string{"ip", "netns", "exec", h.netns}, c...)...)
+		testutil.Run(t, "ip", append([]string{"netns", "exec", h.netns}, c...)...)
 	}
 
 	// HTTP interception, trusting only the origins' own test CAs upstream.
@@ -421,11 +400,7 @@ func newHarness(t *testing.T, extraOrigins ...func(*testing.T, *harness)) *harne
 		t.Fatal(err)
 	}
 	h.stack = st
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stackEnd, vmEnd := fileConn(t, fds[0]), fileConn(t, fds[1])
+	stackEnd, vmEnd := testutil.ConnPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.served = make(chan error, 1)
@@ -455,16 +430,6 @@ func hostLookupVia(ns netip.Addr) dns.LookupFunc {
 	return func(ctx context.Context, name string) ([]netip.Addr, error) {
 		return r.LookupNetIP(ctx, "ip", name)
 	}
-}
-
-func fileConn(t *testing.T, fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // openTAP creates a TAP device (no packet info header) in this namespace.

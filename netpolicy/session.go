@@ -2,7 +2,6 @@ package netpolicy
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -425,32 +424,34 @@ func (s *session) serveDNSUDP(c *gonet.UDPConn, gw netip.AddrPort) {
 }
 
 // serveDNSTCP answers the queries of one guest DNS-over-TCP connection, in
-// order, until the guest closes it or it is idle.
+// order, until the guest closes it or it is idle. The framing (RFC 1035
+// 4.2.2: a 2-byte length before each message) is miekg/dns's Conn, which
+// writes each answer with its length in one Write, so a guest that never
+// reads still costs one segment per answer (docs/security.md). Its
+// ReadMsgHeader and Write rather than ReadMsg and WriteMsg: those also
+// verify and sign TSIG records, which have no key here, so a query or an
+// upstream answer carrying one would end the connection; the query is
+// checked by dns.ParseQuery instead, as over UDP. The bounds on the
+// connection (at most maxDNSTCPConns, dnsTCPWriteTimeout) are handleTCP's.
 func (s *session) serveDNSTCP(guest *guestConn, src, gw netip.AddrPort) {
 	defer guest.Close()
 	stop := context.AfterFunc(s.ctx, func() { guest.Close() })
 	defer stop()
-	buf := make([]byte, mdns.MaxMsgSize)
+	conn := &mdns.Conn{Conn: guest}
 	for {
 		guest.SetReadDeadline(time.Now().Add(dnsTCPIdleTimeout))
-		var hdr [2]byte
-		if _, err := io.ReadFull(guest, hdr[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint16(hdr[:])
-		if _, err := io.ReadFull(guest, buf[:n]); err != nil {
-			return
-		}
-		q, err := dns.ParseQuery(buf[:n])
+		b, err := conn.ReadMsgHeader(nil)
 		if err != nil {
 			return
 		}
-		b, err := s.resolve("tcp", src, gw, q).Pack()
+		q, err := dns.ParseQuery(b)
 		if err != nil {
 			return
 		}
-		out := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(b)), uint16(len(b)))
-		if _, err := guest.Write(append(out, b...)); err != nil {
+		if b, err = s.resolve("tcp", src, gw, q).Pack(); err != nil {
+			return
+		}
+		if _, err := conn.Write(b); err != nil {
 			return
 		}
 	}

@@ -17,40 +17,19 @@ import (
 	"github.com/torkbot/sandbox/bootparams"
 )
 
-// loopbackUp gives lo 127.0.0.1/8 and brings it up.
+// loopbackUp gives lo 127.0.0.1/8 and brings it up, over netlink as for
+// eth0. (The kernel would add that address itself as lo comes up; saying
+// it here keeps the guest's loopback from depending on that.)
 func loopbackUp() error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return err
+		return fmt.Errorf("lo: %w", err)
 	}
-	defer unix.Close(s)
-	for _, set := range []struct {
-		req  uint
-		addr []byte
-	}{
-		{unix.SIOCSIFADDR, []byte{127, 0, 0, 1}},
-		{unix.SIOCSIFNETMASK, []byte{255, 0, 0, 0}},
-	} {
-		ifr, err := unix.NewIfreq("lo")
-		if err != nil {
-			return err
-		}
-		if err := ifr.SetInet4Addr(set.addr); err != nil {
-			return err
-		}
-		if err := unix.IoctlIfreq(s, set.req, ifr); err != nil {
-			return fmt.Errorf("lo: ioctl %#x: %w", set.req, err)
-		}
+	addr := &netlink.Addr{IPNet: prefixNet(netip.MustParsePrefix("127.0.0.1/8")), Scope: unix.RT_SCOPE_HOST}
+	if err := netlink.AddrReplace(lo, addr); err != nil {
+		return fmt.Errorf("lo: add address %s: %w", addr.IPNet, err)
 	}
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo: get flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
+	if err := netlink.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("lo: set up: %w", err)
 	}
 	return nil

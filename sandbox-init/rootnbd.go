@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/sandbox-init/channel"
 	"github.com/torkbot/sandbox/sandbox-init/nbdattach"
 )
@@ -55,12 +56,11 @@ func socketFor(f *os.File) (*os.File, error) {
 	if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
 		return f, nil
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ours, theirs, err := sockpair.New("nbd relay", "nbd socket")
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "nbd relay"), os.NewFile(uintptr(fds[1]), "nbd socket")
 	// The root's I/O now runs through this process. Go starts a command
 	// with a vfork-style clone from a thread that keeps its P until the
 	// child has exec'd, and the exec reads the binary from this very disk:

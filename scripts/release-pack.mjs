@@ -21,7 +21,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { manifestProblems, packageFiles, readJson, releasePackages, ROOT } from "./lib/packages.mjs";
+import { manifestProblems, readJson, releasePackages, ROOT } from "./lib/packages.mjs";
 
 /**
  * Size budget of a platform package, packed: every user downloads it, so it
@@ -102,12 +102,6 @@ try {
     }
     if (isImage && result.size > REGISTRY_REFUSES_ABOVE) {
       console.error(`release:pack: warning: ${name} is ${mb(result.size)} packed; npmjs.org has refused publishes above ~${mb(REGISTRY_REFUSES_ABOVE)} (docs/packaging.md)`);
-    }
-    // What we ship must be exactly what link-current materialises for development.
-    const ours = packageFiles(directory);
-    const npms = result.files.map((f) => f.path).sort();
-    if (JSON.stringify(ours) !== JSON.stringify(npms)) {
-      fail(`scripts/lib/packages.mjs lists ${JSON.stringify(ours)} for ${result.name}, npm packed ${JSON.stringify(npms)}`);
     }
     packed.push(result);
   }

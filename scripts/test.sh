@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib-cache.sh
 bash scripts/build.sh
-# Test-only tools: namespaces, real clients and servers the tests drive
-# (the Go tests would install a missing one themselves, or skip naming it).
+# Test-only tools: namespaces, real clients and servers the tests drive.
+# Installing is this script's job: a Go test whose tool is missing skips,
+# naming the tool and its package (internal/testutil.Need).
 need_pkgs iproute2 util-linux dnsmasq-base curl dnsutils netcat-openbsd socat \
-  openssh-client openssh-server openssl sqlite3 git attr libnbd-bin dpkg-dev
+  openssh-client openssh-server openssl sqlite3 git attr libnbd-bin dpkg-dev python3
 
 echo "==> go vet"
 go vet ./...

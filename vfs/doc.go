@@ -12,11 +12,28 @@
 // Nodes: the kernel names files by node id; the server maps ids to paths
 // with a tree of names, so renaming a directory moves everything below it.
 // Each name is its own node: the backend has no inode identity, so hard
-// links show nlink 1 and distinct inode numbers. Modes are synthesized:
-// directories 0755 and files 0644, or 0555 and 0444 when !Writable or on a
-// read-only FileSystem (as @torkbot/sandbox 0.6.0 showed them), symlinks
-// 0777, all owned by root. chmod, chown and utimes
-// succeed and change nothing.
+// links show nlink 1 and distinct inode numbers.
+//
+// Why not go-fuse's own node layer (fs.NewNodeFS, whose RawFileSystem
+// NewProtocolServer would take as it takes this package's): a path-based
+// backend could sit on it (Inode.Path gives the path, the bridge moves a
+// subtree on RENAME, a Lookup that returns the child already in the tree
+// keeps one node per name, and StableAttr.Ino 0 gets a fresh number), so
+// the missing inode identity alone does not rule it out. What does is that
+// it treats its peer as the trusted kernel, and ours is the guest: in
+// go-fuse v2.12.1 every request resolves its node id and file handle
+// through rawBridge.entry (fs/bridge.go), which calls log.Panicf("unknown
+// node %d") for an id it does not hold; ProtocolServer recovers and
+// answers EIO, but the message goes to the process's stderr (the standard
+// logger log.Panicf uses) and the panic with its goroutine's stack to the
+// server's log (tried: one GETATTR of node 12345). Root in the guest can
+// write such requests to its end of the channel in a loop, filling the
+// host process's stderr and the user's Options.Log, and every answer runs
+// through a recovered panic. Checking ids before the bridge sees them
+// needs a table of what the bridge holds, kept in step through LOOKUP,
+// FORGET, RENAME and RELEASE: this package's table again, beside go-fuse's.
+// Here an unknown id is ESTALE (inodes.go), and FuzzServe feeds arbitrary
+// requests to the server to keep it that way.
 //
 // Caching: attributes, names and absent names are cached by the kernel for
 // Options.CacheTimeout (1 s); changes the host makes behind the guest's

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/sandbox-init/fuserelay"
 	"github.com/torkbot/sandbox/vfs"
 )
@@ -42,12 +42,8 @@ func mount(t *testing.T, fsys vfs.FileSystem, readOnly bool, opts vfs.Options) (
 		unix.Close(fd)
 		t.Skipf("cannot mount FUSE: %v", err)
 	}
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dev := os.NewFile(uintptr(fd), "/dev/fuse")
-	guest, host := os.NewFile(uintptr(pair[0]), "guest"), os.NewFile(uintptr(pair[1]), "host")
+	guest, host := testutil.SocketPair(t)
 	relayDone, serveDone := make(chan error, 1), make(chan error, 1)
 	go func() { relayDone <- fuserelay.Relay(dev, guest) }()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -84,28 +80,5 @@ func mount(t *testing.T, fsys vfs.FileSystem, readOnly bool, opts vfs.Options) (
 // race runtime's locks until the exec, which the server then waits for.
 func run(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "env", append([]string{"-C", dir, name}, args...)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
-
-// need makes sure a tool is installed, installing its package if it can.
-func need(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "apt-get", "install", "-y", pkg).CombinedOutput(); err != nil {
-		t.Skipf("%s is missing and apt-get install %s failed: %v\n%s", tool, pkg, err, out)
-	}
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Skipf("%s is missing after installing %s", tool, pkg)
-	}
+	return testutil.Run(t, "env", append([]string{"-C", dir, name}, args...)...)
 }

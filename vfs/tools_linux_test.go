@@ -10,6 +10,8 @@ import (
 
 	"github.com/torkbot/sandbox/vfs"
 	"github.com/torkbot/sandbox/vfs/vfstest"
+
+	"github.com/torkbot/sandbox/internal/testutil"
 )
 
 // sourceTree makes a tree with the modes vfs shows (0644 files, 0755
@@ -85,7 +87,7 @@ func TestCopyArchive(t *testing.T) {
 }
 
 func TestGit(t *testing.T) {
-	need(t, "git", "git")
+	testutil.Need(t, "git", "git")
 	mnt, _ := mount(t, vfstest.NewMemFS(nil), false, vfs.Options{})
 	git := func(args ...string) string {
 		return run(t, mnt, "git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"}, args...)...)
@@ -105,7 +107,7 @@ func TestGit(t *testing.T) {
 }
 
 func TestSQLite(t *testing.T) {
-	need(t, "sqlite3", "sqlite3")
+	testutil.Need(t, "sqlite3", "sqlite3")
 	mnt, _ := mount(t, vfstest.NewMemFS(nil), false, vfs.Options{})
 	run(t, mnt, "sqlite3", "db", "create table t(x); insert into t select value from generate_series(1, 5000);")
 	run(t, mnt, "sqlite3", "db", "begin; update t set x = x * 2; commit;")
@@ -118,7 +120,7 @@ func TestSQLite(t *testing.T) {
 }
 
 func TestXattrTools(t *testing.T) {
-	need(t, "setfattr", "attr")
+	testutil.Need(t, "setfattr", "attr")
 	mnt, _ := mount(t, vfstest.NewMemFS(map[string]string{"f": "x"}), false, vfs.Options{})
 	run(t, mnt, "setfattr", "-n", "user.color", "-v", "blue", "f")
 	run(t, mnt, "setfattr", "-n", "user.big", "-v", "0x"+strings.Repeat("ab", 10000), "f")

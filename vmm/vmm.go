@@ -1,6 +1,8 @@
 // Package vmm defines what a VM engine is given and what it hands back: one
-// Spec in, one running Machine out. Engines (vmm/qemu, vmm/krun) live in
-// sub-packages; nothing above this package knows which engine runs a guest.
+// Spec in, one running Machine out, and what the engines share (Validate,
+// the boot probe, the guest's MAC, the child process). Engines (vmm/qemu,
+// vmm/krun) live in sub-packages; nothing above this package knows which
+// engine runs a guest.
 package vmm
 
 import (
@@ -52,6 +54,10 @@ type Spec struct {
 	// ($TMPDIR of the boot() call).
 	TempDir string
 }
+
+// GuestMAC is the guest NIC's address under every engine: locally
+// administered, QEMU's prefix. One guest per NIC, so one address serves.
+const GuestMAC = "52:54:00:12:34:56"
 
 // Disk is the guest's root block device: an image file the VMM opens
 // itself, or an NBD export the host serves.

@@ -25,19 +25,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	mode := flag.String("mode", "ro", "ro or overlay")
 	flag.Parse()
 	if err := run(*kernel, *initrd, *image, *mode); err != nil {
@@ -75,34 +72,15 @@ func run(kernel, initrd, image, mode string) error {
 	if err != nil {
 		return err
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
-	vm, err := engine.Start(ctx, vmm.Spec{
+	g, err := vmmtest.Boot(ctx, engine, vmm.Spec{
 		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512, Boot: boot,
 		RootDisk: disk,
-		Channels: []vmm.Channel{{Name: "control", Conn: guest}},
 	})
 	if err != nil {
-		host.Close()
 		return err
 	}
-	defer func() {
-		vm.Kill()
-		<-vm.Done()
-	}()
-	client, err := control.NewClient(host)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
-		return fmt.Errorf("handshake: %w", err)
-	}
+	defer g.Close()
+	client := g.Client
 	in := json.NewDecoder(os.Stdin)
 	out := json.NewEncoder(os.Stdout)
 	for {
@@ -127,13 +105,6 @@ func run(kernel, initrd, image, mode string) error {
 		if err := out.Encode(map[string]string{"name": w[0], "result": lines[len(lines)-1]}); err != nil {
 			return err
 		}
-	}
-	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-	defer scancel()
-	client.Shutdown(sctx)
-	select {
-	case <-vm.Done():
-	case <-sctx.Done():
 	}
 	return nil
 }

@@ -14,18 +14,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	boots := flag.Int("boots", 5, "cold boots to time")
 	execs := flag.Int("execs", 50, "warm exec round trips to time")
 	flag.Parse()
@@ -47,10 +45,14 @@ func run(kernel, initrd, image string, boots, execs int) error {
 	}
 	for i := range boots {
 		started := time.Now()
-		vm, client, err := boot(ctx, engine, kernel, initrd, image)
+		g, err := vmmtest.Boot(ctx, engine, vmm.Spec{
+			Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512,
+			RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
+		})
 		if err != nil {
 			return err
 		}
+		client := g.Client
 		var got []byte
 		code, err := client.Run(ctx, control.Command{Name: "printf", Args: []string{"ready"}}, func(_ control.FD, b []byte) { got = append(got, b...) })
 		if err != nil || code != 0 || string(got) != "ready" {
@@ -66,45 +68,7 @@ func run(kernel, initrd, image string, boots, execs int) error {
 				out.ExecUs = append(out.ExecUs, float64(time.Since(t).Nanoseconds())/1e3)
 			}
 		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		client.Shutdown(sctx)
-		cancel()
-		select {
-		case <-vm.Done():
-		case <-time.After(5 * time.Second):
-			vm.Kill()
-			<-vm.Done()
-		}
-		client.Close()
+		g.Close()
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
-}
-
-func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) (vmm.Machine, *control.Client, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
-	vm, err := engine.Start(ctx, vmm.Spec{
-		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512,
-		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
-		Channels: []vmm.Channel{{Name: "control", Conn: guest}},
-	})
-	if err != nil {
-		host.Close()
-		return nil, nil, err
-	}
-	client, err := control.NewClient(host)
-	if err != nil {
-		vm.Kill()
-		return nil, nil, err
-	}
-	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
-		vm.Kill()
-		return nil, nil, fmt.Errorf("handshake: %w", err)
-	}
-	return vm, client, nil
 }

@@ -24,7 +24,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -40,15 +39,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/internal/netns"
+	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/link"
+	"github.com/torkbot/sandbox/vmm"
 )
 
 // envInNetns marks the re-executed process running in its own namespaces.
@@ -550,12 +550,11 @@ func startNetpolicy(ctx context.Context, mtu int) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	stackEnd, vmEnd, err := sockpair.Conns()
 	if err != nil {
 		tap.Close()
 		return nil, err
 	}
-	stackEnd, vmEnd := fileConn(fds[0]), fileConn(fds[1])
 	served := make(chan error, 1)
 	go func() { served <- st.Serve(ctx, stackEnd) }()
 	bridged := make(chan struct{})
@@ -618,7 +617,7 @@ func startGvproxy(ctx context.Context, mtu int) (func(), error) {
 // startDaemon starts cmd, collecting its output (cmd.Stdout, printable
 // with %s), killed with this process (Pdeathsig) or by the returned stop.
 func startDaemon(cmd *exec.Cmd) (stop func(), err error) {
-	out := &output{}
+	out := &vmm.OutputBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -628,24 +627,6 @@ func startDaemon(cmd *exec.Cmd) (stop func(), err error) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}, nil
-}
-
-// output collects a daemon's output; String is safe while it runs.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return strings.TrimSpace(o.b.String())
 }
 
 // waitDefaultRoute waits until the guest namespace has a default route.
@@ -725,16 +706,6 @@ func bridgeTAP(tap *os.File, vm net.Conn, mtu int) {
 	}
 	vm.Close()
 	<-done
-}
-
-func fileConn(fd int) net.Conn {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		panic(err) // a fresh socketpair fd is always a valid conn
-	}
-	return c
 }
 
 // requireIsolated refuses to go on unless this namespace has no default

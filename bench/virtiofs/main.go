@@ -9,7 +9,9 @@
 //
 // The QEMU command line differs from vmm/qemu's on purpose: vhost-user-fs
 // needs guest memory in a shared memfd and the modern virtio-mmio
-// transport, which the library does not otherwise use.
+// transport, which the library does not otherwise use. So this command has
+// its own small engine (virtiofsQEMU), which vmmtest.Boot drives as it
+// drives vmm/qemu for bench/floor and bench/disk.
 package main
 
 import (
@@ -28,13 +30,13 @@ import (
 
 	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 )
 
 func main() {
-	kernel := flag.String("kernel", "", "vmlinux")
-	initrd := flag.String("initrd", "", "initrd.cpio")
-	image := flag.String("image", "", "root disk (qcow2)")
+	kernel, initrd, image := vmmtest.GuestFlags()
 	virtiofsd := flag.String("virtiofsd", "/usr/lib/qemu/virtiofsd", "QEMU's virtiofsd")
 	flag.Parse()
 	var workloads [][2]string
@@ -79,48 +81,19 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 		}
 	}
 
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
 	// The library's TCG command line (vmm/qemu), TSC rate included.
-	boot, err := bootparams.Params{Modules: []string{"virtiofs"}}.Encode()
-	if err != nil {
-		return nil, err
-	}
-	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d %s", qemu.HostTSCKHz(), boot)
-	vm := exec.Command("qemu-system-x86_64",
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "tcg",
-		"-object", "memory-backend-memfd,id=mem,size=512M,share=on",
-		"-M", "microvm,memory-backend=mem", "-m", "512", "-smp", "1",
-		"-global", "virtio-mmio.force-legacy=false",
-		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
-		"-serial", "null",
-		"-drive", fmt.Sprintf("file=%s,format=qcow2,if=none,id=root,readonly=on", image),
-		"-device", "virtio-blk-device,drive=root",
-		"-chardev", "socket,id=vfs,path="+sock, "-device", "vhost-user-fs-device,chardev=vfs,tag=host",
-		"-device", "virtio-serial-device",
-		"-chardev", "socket,id=ch0,fd=3", "-device", "virtserialport,chardev=ch0,name=control",
-	)
-	vm.ExtraFiles = []*os.File{guest}
-	vm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := vm.Start(); err != nil {
-		return nil, fmt.Errorf("start qemu: %w", err)
-	}
-	guest.Close()
-	defer func() { vm.Process.Kill(); vm.Wait() }()
-
-	client, err := control.NewClient(host)
-	if err != nil {
-		return nil, err
-	}
-	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := client.Handshake(ctx, control.Setup{}); err != nil {
-		return nil, fmt.Errorf("handshake: %w", err)
+	g, err := vmmtest.Boot(ctx, virtiofsQEMU{sock: sock}, vmm.Spec{
+		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512,
+		Boot:     bootparams.Params{Modules: []string{"virtiofs"}},
+		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
+	})
+	if err != nil {
+		return nil, err
 	}
+	defer g.Close()
+	client := g.Client
 	sh := func(script string) (string, error) {
 		var out strings.Builder
 		code, err := client.Run(ctx, control.Command{Name: "bash", Args: []string{"-c", script}}, func(_ control.FD, b []byte) { out.Write(b) })
@@ -151,8 +124,63 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 		slices.Sort(times)
 		results[name] = times[1]
 	}
-	sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-	defer scancel()
-	client.Shutdown(sctx)
 	return results, nil
+}
+
+// virtiofsQEMU is the engine of this benchmark: QEMU as vmm/qemu starts it
+// under TCG, plus a vhost-user-fs device on the virtiofsd socket sock,
+// with guest memory in a shared memfd and the modern virtio-mmio transport
+// (which vhost-user needs).
+type virtiofsQEMU struct{ sock string }
+
+func (virtiofsQEMU) Name() string { return "qemu-virtiofs" }
+
+func (e virtiofsQEMU) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
+	if err := spec.Validate(); err != nil {
+		spec.Close()
+		return nil, err
+	}
+	boot, err := spec.Boot.Encode()
+	if err != nil {
+		spec.Close()
+		return nil, err
+	}
+	// The library's TCG command line (vmm/qemu), TSC rate included.
+	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d %s", qemu.HostTSCKHz(), boot)
+	var files vmm.ExtraFiles
+	defer files.Close()
+	args := []string{
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "tcg",
+		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", spec.MemoryMiB),
+		"-M", "microvm,memory-backend=mem", "-m", fmt.Sprint(spec.MemoryMiB), "-smp", fmt.Sprint(spec.CPUs),
+		"-global", "virtio-mmio.force-legacy=false",
+		"-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", cmdline,
+		"-serial", "null",
+		"-drive", fmt.Sprintf("file=%s,format=%s,if=none,id=root,readonly=on", spec.RootDisk.Path, spec.RootDisk.Format),
+		"-device", "virtio-blk-device,drive=root",
+		"-chardev", "socket,id=vfs,path=" + e.sock, "-device", "vhost-user-fs-device,chardev=vfs,tag=host",
+		"-device", "virtio-serial-device",
+	}
+	for i, ch := range spec.Channels {
+		args = append(args,
+			"-chardev", fmt.Sprintf("socket,id=ch%d,fd=%d", i, files.Add(ch.Conn)),
+			"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, ch.Name))
+	}
+	cmd := vmm.Command(os.Environ(), "qemu-system-x86_64", args...)
+	cmd.ExtraFiles = files.Files()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		stdout.Close()
+		return nil, err
+	}
+	if err := vmm.StartChild(cmd); err != nil {
+		stdout.Close()
+		stderr.Close()
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	return vmm.WatchChild(cmd, stdout, stderr, os.Stderr, "qemu", nil), nil
 }

@@ -5,14 +5,6 @@ import "github.com/torkbot/sandbox/blockstore/nbd/wire"
 // MaxPayload is the largest READ or WRITE the server accepts.
 const MaxPayload = wire.MaxPayload
 
-// Handshake bounds.
-const (
-	// maxOptionLength bounds one handshake option's data.
-	maxOptionLength = 4096
-	// maxOptions bounds the handshake so a client cannot loop forever.
-	maxOptions = 1024
-)
-
 // check returns the NBD errno for a request against an export of size bytes,
 // or 0 if it may run. It never lets offset+length pass the end.
 func check(r wire.Request, size uint64, readOnly bool) uint32 {

@@ -18,27 +18,10 @@ import (
 	"github.com/torkbot/sandbox/blockstore/memstore"
 	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
+	"github.com/torkbot/sandbox/internal/testutil"
 )
 
 var _ nbd.Device = (*blockstore.Device)(nil)
-
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // serveUnix serves dev on a fresh unix socket, one Serve per connection, and
 // returns the nbd+unix URL.
@@ -89,7 +72,7 @@ func randomBytes(n int, seed uint64) []byte {
 // TestQemuImgReadsCOWDevice: a zstd qcow2 base decoded by our reader, under
 // a COW device, served over NBD, read back by qemu-img equal to the base.
 func TestQemuImgReadsCOWDevice(t *testing.T) {
-	need(t, "qemu-img")
+	testutil.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	raw := randomBytes(3<<20, 1)
 	clear(raw[1<<20 : 2<<20]) // a hole
@@ -98,7 +81,7 @@ func TestQemuImgReadsCOWDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	qPath := filepath.Join(dir, "base.qcow2")
-	run(t, "qemu-img", "convert", "-f", "raw", "-c", "-O", "qcow2", "-o", "compression_type=zstd", rawPath, qPath)
+	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-c", "-O", "qcow2", "-o", "compression_type=zstd", rawPath, qPath)
 	f, err := os.Open(qPath)
 	if err != nil {
 		t.Fatal(err)
@@ -119,12 +102,12 @@ func TestQemuImgReadsCOWDevice(t *testing.T) {
 	}{{dev, false}, {dev, true}, {nbd.ReaderAtDevice{R: img, N: img.Size()}, true}} {
 		ro := d.ro
 		url := serveUnix(t, d.dev, nbd.Options{Name: "root", ReadOnly: ro})
-		info := run(t, "qemu-img", "info", "--output=json", url)
+		info := testutil.Run(t, "qemu-img", "info", "--output=json", url)
 		if !strings.Contains(info, `"virtual-size": `+strconv.Itoa(len(raw))) {
 			t.Fatalf("qemu-img info: %s", info)
 		}
 		out := filepath.Join(dir, "out.raw")
-		run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", url, out)
+		testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", url, out)
 		got, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
@@ -136,7 +119,7 @@ func TestQemuImgReadsCOWDevice(t *testing.T) {
 }
 
 func TestReadOnlyExportRefusesWrites(t *testing.T) {
-	need(t, "qemu-io")
+	testutil.Need(t, "qemu-io", "qemu-utils")
 	base := randomBytes(1<<20, 2)
 	st := memstore.New(4096)
 	dev, err := blockstore.Open(context.Background(), bytes.NewReader(base), int64(len(base)), st, blockstore.Options{})
@@ -149,7 +132,7 @@ func TestReadOnlyExportRefusesWrites(t *testing.T) {
 	if low := bytes.ToLower(out); !bytes.Contains(low, []byte("read-only")) && !bytes.Contains(low, []byte("not permitted")) && !bytes.Contains(low, []byte("permission denied")) {
 		t.Fatalf("write on read-only export: %s", out)
 	}
-	run(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0 0 0", url)
+	testutil.Run(t, "qemu-io", "-r", "-f", "raw", "-c", "read -P 0 0 0", url)
 	if dev.Dirty() != 0 || len(st.Blocks()) != 0 {
 		t.Fatal("read-only export was written")
 	}
@@ -161,7 +144,10 @@ func TestReadOnlyExportRefusesWrites(t *testing.T) {
 // zero writes; then base + store must equal the expected image and pass
 // e2fsck -fn, and a second Device opened on the store must see the writes.
 func TestQemuIOWritesKeepExt4Consistent(t *testing.T) {
-	need(t, "qemu-io", "mkfs.ext4", "e2fsck", "debugfs")
+	testutil.Need(t, "qemu-io", "qemu-utils")
+	testutil.Need(t, "mkfs.ext4", "e2fsprogs")
+	testutil.Need(t, "e2fsck", "e2fsprogs")
+	testutil.Need(t, "debugfs", "e2fsprogs")
 	for _, blockSize := range []int{4096, 64 << 10} {
 		t.Run(strconv.Itoa(blockSize), func(t *testing.T) {
 			testExt4(t, blockSize)
@@ -176,7 +162,7 @@ func testExt4(t *testing.T, blockSize int) {
 	if err := os.WriteFile(basePath, make([]byte, devSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", basePath, "16M")
+	testutil.Run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", basePath, "16M")
 	base, err := os.ReadFile(basePath)
 	if err != nil || len(base) != devSize {
 		t.Fatalf("base image: %v, %d bytes", err, len(base))
@@ -193,7 +179,7 @@ func testExt4(t *testing.T, blockSize int) {
 	}
 	cmds := filepath.Join(dir, "cmds")
 	os.WriteFile(cmds, []byte("mkdir lane\nwrite "+payload+" lane/payload\nwrite "+payload+" big\nmkdir lane/sub\n"), 0o644)
-	run(t, "debugfs", "-w", "-f", cmds, targetPath)
+	testutil.Run(t, "debugfs", "-w", "-f", cmds, targetPath)
 	want, err := os.ReadFile(targetPath)
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +236,7 @@ func testExt4(t *testing.T, blockSize int) {
 		t.Fatal(err)
 	}
 	url := serveUnix(t, dev, nbd.Options{Name: "root"})
-	out := run(t, "qemu-io", append([]string{"-f", "raw", "--cache=none"}, append(args, url)...)...)
+	out := testutil.Run(t, "qemu-io", append([]string{"-f", "raw", "--cache=none"}, append(args, url)...)...)
 	if strings.Contains(out, "failed") {
 		t.Fatalf("qemu-io: %s", out)
 	}
@@ -270,7 +256,7 @@ func testExt4(t *testing.T, blockSize int) {
 	if err := os.WriteFile(imgPath, assembled[:fsSize], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "e2fsck", "-fn", imgPath)
+	testutil.Run(t, "e2fsck", "-fn", imgPath)
 
 	// A second Device on the same store sees the writes, also through NBD.
 	dev2, err := blockstore.Open(context.Background(), bytes.NewReader(base), devSize, st, blockstore.Options{})
@@ -279,7 +265,7 @@ func testExt4(t *testing.T, blockSize int) {
 	}
 	url2 := serveUnix(t, dev2, nbd.Options{ReadOnly: true})
 	outPath := filepath.Join(dir, "second.raw")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", url2, outPath)
+	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", url2, outPath)
 	got, err := os.ReadFile(outPath)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +279,8 @@ func testExt4(t *testing.T, blockSize int) {
 // implementation) read a COW device back, write a whole image into it with
 // requests in flight, and the store then holds exactly that image.
 func TestNbdcopy(t *testing.T) {
-	need(t, "nbdcopy", "nbdinfo")
+	testutil.Need(t, "nbdcopy", "libnbd-bin")
+	testutil.Need(t, "nbdinfo", "libnbd-bin")
 	dir := t.TempDir()
 	const size = 8 << 20
 	base := randomBytes(size, 11)
@@ -303,11 +290,11 @@ func TestNbdcopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := serveUnix(t, dev, nbd.Options{Name: "root"})
-	if info := run(t, "nbdinfo", "--json", url); !strings.Contains(info, `"export-size": `+strconv.Itoa(size)) {
+	if info := testutil.Run(t, "nbdinfo", "--json", url); !strings.Contains(info, `"export-size": `+strconv.Itoa(size)) {
 		t.Fatalf("nbdinfo: %s", info)
 	}
 	out := filepath.Join(dir, "out.raw")
-	run(t, "nbdcopy", url, out)
+	testutil.Run(t, "nbdcopy", url, out)
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, base) {
 		t.Fatal("nbdcopy read differs from the base")
 	}
@@ -317,7 +304,7 @@ func TestNbdcopy(t *testing.T) {
 	if err := os.WriteFile(src, want, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "nbdcopy", "--flush", src, url)
+	testutil.Run(t, "nbdcopy", "--flush", src, url)
 	if dev.Dirty() != 0 {
 		t.Fatalf("%d bytes dirty after nbdcopy --flush", dev.Dirty())
 	}

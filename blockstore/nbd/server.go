@@ -1,5 +1,11 @@
 // Package nbd serves one block device to one client over the Network Block
-// Device protocol, so QEMU's NBD client can attach it as a disk.
+// Device protocol, so QEMU's NBD client can attach it as a disk. It also
+// holds the one implementation of the handshake (handshake.go) for both
+// sides: ServerHandshake, which Serve and the libkrun helper's relay
+// (vmm/krun/nbdrelay) run toward their clients, and ClientHandshake, which
+// the relay and the guest's nbdattach run toward a server. It imports only
+// the standard library and its wire package, so the guest's init links it
+// too.
 //
 // It implements the fixed-newstyle handshake with NBD_OPT_EXPORT_NAME,
 // NBD_OPT_INFO, NBD_OPT_GO, NBD_OPT_LIST and NBD_OPT_ABORT (other options are
@@ -78,163 +84,14 @@ type server struct {
 
 func serve(ctx context.Context, rw io.ReadWriter, dev Device, opts Options) error {
 	s := &server{ctx: ctx, r: bufio.NewReader(rw), w: bufio.NewWriter(rw), dev: dev, opts: opts, size: uint64(dev.Size())}
-	ok, err := s.handshake()
+	// The handshake writes straight to rw, one message a Write: s.w is
+	// empty until the transmission phase.
+	ok, err := ServerHandshake(s.r, rw, opts.Name, Export{Size: s.size, Flags: s.transmissionFlags()})
 	if err != nil || !ok {
 		return err
 	}
 	return s.transmission()
 }
-
-func (s *server) handshake() (bool, error) {
-	var hdr [18]byte
-	binary.BigEndian.PutUint64(hdr[0:], wire.NBDMagic)
-	binary.BigEndian.PutUint64(hdr[8:], wire.OptMagic)
-	binary.BigEndian.PutUint16(hdr[16:], wire.FlagFixedNewstyle|wire.FlagNoZeroes)
-	s.w.Write(hdr[:])
-	if err := s.w.Flush(); err != nil {
-		return false, fmt.Errorf("cannot send nbd greeting: %w", err)
-	}
-	var cf [4]byte
-	if _, err := io.ReadFull(s.r, cf[:]); err != nil {
-		return false, fmt.Errorf("cannot read nbd client flags: %w", err)
-	}
-	clientFlags := binary.BigEndian.Uint32(cf[:])
-	if clientFlags&^uint32(wire.FlagFixedNewstyle|wire.FlagNoZeroes) != 0 {
-		return false, fmt.Errorf("nbd: unknown client flags %#x", clientFlags)
-	}
-	noZeroes := clientFlags&wire.FlagNoZeroes != 0
-
-	for range maxOptions {
-		var oh [16]byte
-		if _, err := io.ReadFull(s.r, oh[:]); err != nil {
-			return false, fmt.Errorf("cannot read nbd option: %w", err)
-		}
-		if binary.BigEndian.Uint64(oh[:]) != wire.OptMagic {
-			return false, errors.New("nbd: bad option magic")
-		}
-		opt := binary.BigEndian.Uint32(oh[8:])
-		length := binary.BigEndian.Uint32(oh[12:])
-		if length > maxOptionLength {
-			// Too long to be any option we serve: skip it with a bounded
-			// discard (the length is at most 4 GiB) and refuse.
-			if _, err := io.CopyN(io.Discard, s.r, int64(length)); err != nil {
-				return false, fmt.Errorf("cannot skip nbd option: %w", err)
-			}
-			if err := s.optReply(opt, wire.RepErrTooBig, nil); err != nil {
-				return false, err
-			}
-			continue
-		}
-		data := make([]byte, length)
-		if _, err := io.ReadFull(s.r, data); err != nil {
-			return false, fmt.Errorf("cannot read nbd option data: %w", err)
-		}
-		switch opt {
-		case wire.OptExportName:
-			if !s.nameOK(string(data)) {
-				return false, fmt.Errorf("nbd: unknown export %q", data)
-			}
-			var b [10 + 124]byte
-			binary.BigEndian.PutUint64(b[0:], s.size)
-			binary.BigEndian.PutUint16(b[8:], s.transmissionFlags())
-			n := 10
-			if !noZeroes {
-				n = len(b)
-			}
-			s.w.Write(b[:n])
-			if err := s.w.Flush(); err != nil {
-				return false, fmt.Errorf("cannot send nbd export: %w", err)
-			}
-			return true, nil
-		case wire.OptAbort:
-			s.optReply(opt, wire.RepAck, nil) // best effort; the client may have gone
-			return false, nil
-		case wire.OptList:
-			if length != 0 {
-				if err := s.optReply(opt, wire.RepErrInvalid, nil); err != nil {
-					return false, err
-				}
-				continue
-			}
-			name := []byte(s.opts.Name)
-			b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-			if err := s.optReply(opt, wire.RepServer, append(b, name...)); err != nil {
-				return false, err
-			}
-			if err := s.optReply(opt, wire.RepAck, nil); err != nil {
-				return false, err
-			}
-		case wire.OptInfo, wire.OptGo:
-			name, infos, ok := parseInfoRequest(data)
-			switch {
-			case !ok:
-				err := s.optReply(opt, wire.RepErrInvalid, nil)
-				if err != nil {
-					return false, err
-				}
-				continue
-			case !s.nameOK(name):
-				if err := s.optReply(opt, wire.RepErrUnknown, nil); err != nil {
-					return false, err
-				}
-				continue
-			}
-			exp := binary.BigEndian.AppendUint16(nil, wire.InfoExport)
-			exp = binary.BigEndian.AppendUint64(exp, s.size)
-			exp = binary.BigEndian.AppendUint16(exp, s.transmissionFlags())
-			if err := s.optReply(opt, wire.RepInfo, exp); err != nil {
-				return false, err
-			}
-			for _, i := range infos {
-				if i == wire.InfoBlockSize {
-					b := binary.BigEndian.AppendUint16(nil, wire.InfoBlockSize)
-					b = binary.BigEndian.AppendUint32(b, 1)
-					b = binary.BigEndian.AppendUint32(b, 4096)
-					b = binary.BigEndian.AppendUint32(b, MaxPayload)
-					if err := s.optReply(opt, wire.RepInfo, b); err != nil {
-						return false, err
-					}
-				}
-			}
-			if err := s.optReply(opt, wire.RepAck, nil); err != nil {
-				return false, err
-			}
-			if opt == wire.OptGo {
-				return true, nil
-			}
-		default:
-			if err := s.optReply(opt, wire.RepErrUnsup, nil); err != nil {
-				return false, err
-			}
-		}
-	}
-	return false, errors.New("nbd: too many handshake options")
-}
-
-// parseInfoRequest decodes NBD_OPT_INFO/GO data: name length, name, number of
-// info requests, the requests.
-func parseInfoRequest(data []byte) (name string, infos []uint16, ok bool) {
-	if len(data) < 6 {
-		return "", nil, false
-	}
-	nl := binary.BigEndian.Uint32(data)
-	if uint64(nl) > uint64(len(data))-6 {
-		return "", nil, false
-	}
-	name = string(data[4 : 4+nl])
-	rest := data[4+nl:]
-	n := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) != 2*n {
-		return "", nil, false
-	}
-	for i := range n {
-		infos = append(infos, binary.BigEndian.Uint16(rest[2*i:]))
-	}
-	return name, infos, true
-}
-
-func (s *server) nameOK(name string) bool { return name == "" || name == s.opts.Name }
 
 func (s *server) transmissionFlags() uint16 {
 	f := uint16(wire.TFlagHasFlags | wire.TFlagFlush | wire.TFlagFUA | wire.TFlagTrim | wire.TFlagWriteZero)
@@ -242,20 +99,6 @@ func (s *server) transmissionFlags() uint16 {
 		f |= wire.TFlagReadOnly
 	}
 	return f
-}
-
-func (s *server) optReply(opt, typ uint32, data []byte) error {
-	var b [20]byte
-	binary.BigEndian.PutUint64(b[0:], wire.OptReplyMagic)
-	binary.BigEndian.PutUint32(b[8:], opt)
-	binary.BigEndian.PutUint32(b[12:], typ)
-	binary.BigEndian.PutUint32(b[16:], uint32(len(data)))
-	s.w.Write(b[:])
-	s.w.Write(data)
-	if err := s.w.Flush(); err != nil {
-		return fmt.Errorf("cannot send nbd option reply: %w", err)
-	}
-	return nil
 }
 
 func (s *server) reply(cookie uint64, errno uint32, data []byte) error {

@@ -5,29 +5,14 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/torkbot/sandbox/vmm/vmmtest"
 
 	"github.com/torkbot/sandbox/blockstore/qcow2"
+	"github.com/torkbot/sandbox/internal/testutil"
 )
-
-func needQemuImg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img is not installed here (scripts/build.sh installs qemu-utils)")
-	}
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
 
 // rawImage writes a raw disk with random, zero and compressible regions.
 func rawImage(t *testing.T, size int) []byte {
@@ -105,7 +90,7 @@ func compareAll(t *testing.T, im *qcow2.Image, want []byte) {
 }
 
 func TestDecodeAgainstQemuImg(t *testing.T) {
-	needQemuImg(t)
+	testutil.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	const size = 5<<20 + 64<<10
 	raw := rawImage(t, size)
@@ -126,26 +111,26 @@ func TestDecodeAgainstQemuImg(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, tc.name+".qcow2")
-			run(t, "qemu-img", append(append([]string{"convert", "-f", "raw"}, tc.args...), rawPath, out)...)
+			testutil.Run(t, "qemu-img", append(append([]string{"convert", "-f", "raw"}, tc.args...), rawPath, out)...)
 			compareAll(t, openFile(t, out), raw)
 		})
 	}
 }
 
 func TestEmptyImageReadsZeros(t *testing.T) {
-	needQemuImg(t)
+	testutil.Need(t, "qemu-img", "qemu-utils")
 	path := filepath.Join(t.TempDir(), "empty.qcow2")
-	run(t, "qemu-img", "create", "-f", "qcow2", path, "3M")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", path, "3M")
 	compareAll(t, openFile(t, path), make([]byte, 3<<20))
 }
 
 func TestBackingFileRefused(t *testing.T) {
-	needQemuImg(t)
+	testutil.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
-	run(t, "qemu-img", "create", "-f", "qcow2", base, "1M")
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", base, "1M")
 	top := filepath.Join(dir, "top.qcow2")
-	run(t, "qemu-img", "create", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
+	testutil.Run(t, "qemu-img", "create", "-f", "qcow2", "-b", base, "-F", "qcow2", top)
 	f, err := os.Open(top)
 	if err != nil {
 		t.Fatal(err)
@@ -166,13 +151,13 @@ func TestNotQcow2(t *testing.T) {
 
 // TestBuiltInImage compares the shipped base image with qemu-img's decoding.
 func TestBuiltInImage(t *testing.T) {
-	needQemuImg(t)
+	testutil.Need(t, "qemu-img", "qemu-utils")
 	path := filepath.Join(vmmtest.Artifacts(t), "images/debian-13-slim.qcow2")
 	if testing.Short() {
 		t.Skip("-short: skips decoding the whole built-in image")
 	}
 	rawPath := filepath.Join(t.TempDir(), "debian.raw")
-	run(t, "qemu-img", "convert", "-O", "raw", path, rawPath)
+	testutil.Run(t, "qemu-img", "convert", "-O", "raw", path, rawPath)
 	want, err := os.ReadFile(rawPath)
 	if err != nil {
 		t.Fatal(err)

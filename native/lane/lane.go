@@ -14,13 +14,13 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/guesttext"
+	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/netpolicy"
 	"github.com/torkbot/sandbox/netpolicy/httpproxy"
 	"github.com/torkbot/sandbox/vfs"
@@ -261,7 +261,10 @@ func (b *booting) unwind() {
 // pair returns a new channel's two ends, the guest's for spec: until the
 // engine takes it at start, it is ours to close on failure.
 func (b *booting) pair(name string) (host, guest *os.File, err error) {
-	host, guest, err = socketPair(name)
+	// Non-blocking (sockpair.New), so Go's poller serves the host end: a
+	// Close then ends a Read in progress, where on a blocking fd it would
+	// wait for the guest to send something, forever if the guest is hung.
+	host, guest, err = sockpair.New(name+"-host", name+"-guest")
 	if err != nil {
 		return nil, nil, fmt.Errorf("create the %s channel: %w", name, err)
 	}
@@ -653,23 +656,4 @@ func (l *Lane) release() {
 	if l.conFile != nil {
 		l.conFile.Close()
 	}
-}
-
-// socketPair returns the two ends of a connected stream socket pair, both
-// close-on-exec (the engine passes its end to the VMM explicitly), named
-// after the channel so that fd listings and errors say which is which. The
-// host end is non-blocking, so Go's poller serves it: a Close then ends a
-// Read in progress, where on a blocking fd it would wait for the guest to
-// send something, forever if the guest is hung (os.File.Close).
-func socketPair(name string) (host, guest *os.File, err error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return nil, nil, err
-	}
-	return os.NewFile(uintptr(fds[0]), name+"-host"), os.NewFile(uintptr(fds[1]), name+"-guest"), nil
 }

@@ -6,15 +6,14 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
+	"github.com/torkbot/sandbox/blockstore/nbd/nbdtest"
+	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/sandbox-init/nbdattach"
 )
 
@@ -31,21 +30,20 @@ func TestAttachReconnectInGuest(t *testing.T) {
 	var mu sync.Mutex
 	var servers []net.Conn
 	dial := func() (*os.File, error) {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		srvFile, client, err := sockpair.New("server", "client")
 		if err != nil {
 			return nil, err
 		}
-		srvFile := os.NewFile(uintptr(fds[0]), "server")
-		srv, err := net.FileConn(srvFile)
-		srvFile.Close()
+		srv, err := sockpair.FileConn(srvFile)
 		if err != nil {
+			client.Close()
 			return nil, err
 		}
 		mu.Lock()
 		servers = append(servers, srv)
 		mu.Unlock()
 		go nbd.Serve(context.Background(), srv, dev, nbd.Options{Name: "root"})
-		return os.NewFile(uintptr(fds[1]), "client"), nil
+		return client, nil
 	}
 	d, err := nbdattach.Attach(dial, "root", t.Logf)
 	if err != nil {

@@ -8,20 +8,23 @@
 //
 // Under libkrun this is how the root disk arrives (vmm/krun): the channel is
 // a vsock stream, which the kernel can use directly. It is configured over
-// generic netlink (family "nbd", include/uapi/linux/nbd-netlink.h).
+// generic netlink (family "nbd", include/uapi/linux/nbd-netlink.h) with
+// github.com/vishvananda/netlink's nl package (sequence numbers, acks and
+// error replies are its job), and the handshake is blockstore/nbd's client.
 package nbdattach
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"github.com/torkbot/sandbox/vmm/krun/nbdrelay"
+	"github.com/torkbot/sandbox/blockstore/nbd"
 )
 
 // nbd-netlink.h.
@@ -53,7 +56,7 @@ type Dial func() (*os.File, error)
 type Device struct {
 	Index  uint32
 	Path   string // /dev/nbdN
-	Export nbdrelay.Export
+	Export nbd.Export
 
 	dial   Dial
 	export string
@@ -74,12 +77,12 @@ func Attach(dial Dial, export string, logf func(string, ...any)) (*Device, error
 	if exp.Size%blockSize != 0 {
 		blockSize = 512
 	}
-	attrs := appendU64(nil, nbdAttrSizeBytes, exp.Size)
-	attrs = appendU64(attrs, nbdAttrBlockSizeBytes, blockSize)
-	attrs = appendU64(attrs, nbdAttrServerFlags, uint64(exp.Flags))
-	attrs = appendU64(attrs, nbdAttrDeadConnTimeout, uint64(DeadConnTimeout/time.Second))
-	attrs = appendSockets(attrs, int(sock.Fd()))
-	reply, err := genlRequest(nbdCmdConnect, attrs)
+	reply, err := genlRequest(nbdCmdConnect,
+		nl.NewRtAttr(nbdAttrSizeBytes, nl.Uint64Attr(exp.Size)),
+		nl.NewRtAttr(nbdAttrBlockSizeBytes, nl.Uint64Attr(blockSize)),
+		nl.NewRtAttr(nbdAttrServerFlags, nl.Uint64Attr(uint64(exp.Flags))),
+		nl.NewRtAttr(nbdAttrDeadConnTimeout, nl.Uint64Attr(uint64(DeadConnTimeout/time.Second))),
+		sockets(sock))
 	if err != nil {
 		return nil, fmt.Errorf("nbd connect: %w", err)
 	}
@@ -95,15 +98,15 @@ func Attach(dial Dial, export string, logf func(string, ...any)) (*Device, error
 }
 
 // connect dials and runs the handshake.
-func connect(dial Dial, export string) (*os.File, nbdrelay.Export, error) {
+func connect(dial Dial, export string) (*os.File, nbd.Export, error) {
 	sock, err := dial()
 	if err != nil {
-		return nil, nbdrelay.Export{}, err
+		return nil, nbd.Export{}, err
 	}
-	exp, err := nbdrelay.Handshake(sock, export)
+	exp, err := nbd.ClientHandshake(sock, export)
 	if err != nil {
 		sock.Close()
-		return nil, nbdrelay.Export{}, err
+		return nil, nbd.Export{}, err
 	}
 	return sock, exp, nil
 }
@@ -179,13 +182,11 @@ func (d *Device) Reconnect() error {
 	if exp != d.Export {
 		return fmt.Errorf("the export changed across the reconnect (%+v, was %+v)", exp, d.Export)
 	}
-	attrs := appendU32(nil, nbdAttrIndex, d.Index)
-	attrs = appendSockets(attrs, int(sock.Fd()))
 	// The kernel takes a new socket only in place of one it has marked
 	// dead, which it may do a moment after the hangup shows here.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, err = genlRequest(nbdCmdReconfigure, attrs)
+		_, err = genlRequest(nbdCmdReconfigure, nl.NewRtAttr(nbdAttrIndex, nl.Uint32Attr(d.Index)), sockets(sock))
 		if err == nil || !errors.Is(err, unix.ENOSPC) || time.Now().After(deadline) {
 			break
 		}
@@ -202,153 +203,55 @@ func (d *Device) Reconnect() error {
 	return nil
 }
 
-// Netlink attributes.
+// sockets is NBD_ATTR_SOCKETS holding sock's fd, which the kernel takes
+// its own reference to.
+func sockets(sock *os.File) *nl.RtAttr {
+	socks := nl.NewRtAttr(nbdAttrSockets|unix.NLA_F_NESTED, nil)
+	item := socks.AddRtAttr(nbdSockItem|unix.NLA_F_NESTED, nil)
+	item.AddRtAttr(nbdSockFD, nl.Uint32Attr(uint32(sock.Fd())))
+	return socks
+}
 
-func appendAttr(b []byte, typ uint16, payload []byte) []byte {
-	l := 4 + len(payload)
-	b = binary.NativeEndian.AppendUint16(b, uint16(l))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, payload...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
+// findU32 returns the u32 attribute want of a generic netlink reply (after
+// its genl header); a malformed reply has none.
+func findU32(reply []byte, want uint16) (uint32, bool) {
+	if len(reply) < nl.SizeofGenlmsg {
+		return 0, false
 	}
-	return b
-}
-
-func appendU32(b []byte, typ uint16, v uint32) []byte {
-	return appendAttr(b, typ, binary.NativeEndian.AppendUint32(nil, v))
-}
-
-func appendU64(b []byte, typ uint16, v uint64) []byte {
-	return appendAttr(b, typ, binary.NativeEndian.AppendUint64(nil, v))
-}
-
-func appendSockets(b []byte, fd int) []byte {
-	item := appendU32(nil, nbdSockFD, uint32(fd))
-	items := appendAttr(nil, nbdSockItem|unix.NLA_F_NESTED, item)
-	return appendAttr(b, nbdAttrSockets|unix.NLA_F_NESTED, items)
-}
-
-// parseAttrs walks a run of attributes; malformed input ends the walk.
-func parseAttrs(b []byte, fn func(typ uint16, payload []byte)) {
-	for len(b) >= 4 {
-		l := int(binary.NativeEndian.Uint16(b))
-		typ := binary.NativeEndian.Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
-		if l < 4 || l > len(b) {
-			return
-		}
-		fn(typ, b[4:l])
-		l = (l + 3) &^ 3
-		if l > len(b) {
-			return
-		}
-		b = b[l:]
-	}
-}
-
-func findU32(attrs []byte, want uint16) (uint32, bool) {
-	var v uint32
-	var ok bool
-	parseAttrs(attrs, func(typ uint16, p []byte) {
-		if typ == want && len(p) >= 4 {
-			v, ok = binary.NativeEndian.Uint32(p), true
-		}
-	})
-	return v, ok
-}
-
-// genlRequest sends one nbd command and returns the attributes of its
-// reply (nil when the kernel only acknowledged).
-func genlRequest(cmd uint8, attrs []byte) ([]byte, error) {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_GENERIC)
+	attrs, err := nl.ParseRouteAttr(reply[nl.SizeofGenlmsg:])
 	if err != nil {
-		return nil, err
+		return 0, false
 	}
-	defer unix.Close(s)
-	if err := unix.Bind(s, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, err
+	for _, a := range attrs {
+		if a.Attr.Type&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER) == want && len(a.Value) >= 4 {
+			return nl.NativeEndian().Uint32(a.Value), true
+		}
 	}
-	family, err := familyID(s, "nbd")
-	if err != nil {
-		return nil, err
-	}
-	return transact(s, family, cmd, nbdGenlVersion, attrs)
+	return 0, false
 }
 
-// familyID resolves a generic netlink family name.
-func familyID(s int, name string) (uint16, error) {
-	attrs := appendAttr(nil, unix.CTRL_ATTR_FAMILY_NAME, append([]byte(name), 0))
-	reply, err := transact(s, unix.GENL_ID_CTRL, unix.CTRL_CMD_GETFAMILY, 1, attrs)
+// genlRequest sends one nbd command with NLM_F_ACK and returns its reply
+// message (nil when the kernel only acknowledged). Each call has its own
+// socket and nl's atomic sequence number, so calls may run concurrently.
+func genlRequest(cmd uint8, attrs ...*nl.RtAttr) ([]byte, error) {
+	family, err := netlink.GenlFamilyGet("nbd")
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return 0, fmt.Errorf("generic netlink family %q not found: is the %s module loaded?", name, name)
+			return nil, fmt.Errorf("generic netlink family \"nbd\" not found (is the nbd module loaded?): %w", err)
 		}
-		return 0, err
+		return nil, fmt.Errorf("generic netlink family \"nbd\": %w", err)
 	}
-	var id uint16
-	parseAttrs(reply, func(typ uint16, p []byte) {
-		if typ == unix.CTRL_ATTR_FAMILY_ID && len(p) >= 2 {
-			id = binary.NativeEndian.Uint16(p)
-		}
-	})
-	if id == 0 {
-		return 0, fmt.Errorf("generic netlink family %q: no id in the reply", name)
+	req := nl.NewNetlinkRequest(int(family.ID), unix.NLM_F_ACK)
+	req.AddData(&nl.Genlmsg{Command: cmd, Version: nbdGenlVersion})
+	for _, a := range attrs {
+		req.AddData(a)
 	}
-	return id, nil
-}
-
-var seq uint32
-
-// transact sends a request with NLM_F_ACK and reads until the ack or an
-// error, returning the attributes of the last data message.
-func transact(s int, family uint16, cmd, version uint8, attrs []byte) ([]byte, error) {
-	seq++
-	msg := make([]byte, 0, 20+len(attrs))
-	msg = binary.NativeEndian.AppendUint32(msg, uint32(20+len(attrs)))
-	msg = binary.NativeEndian.AppendUint16(msg, family)
-	msg = binary.NativeEndian.AppendUint16(msg, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	msg = binary.NativeEndian.AppendUint32(msg, seq)
-	msg = binary.NativeEndian.AppendUint32(msg, 0)
-	msg = append(msg, cmd, version, 0, 0)
-	msg = append(msg, attrs...)
-	if err := unix.Sendto(s, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	msgs, err := req.Execute(unix.NETLINK_GENERIC, 0)
+	if err != nil {
 		return nil, err
 	}
-	var data []byte
-	buf := make([]byte, 1<<16)
-	for {
-		n, _, err := unix.Recvfrom(s, buf, 0)
-		if err != nil {
-			return nil, err
-		}
-		b := buf[:n]
-		for len(b) >= 16 {
-			l := int(binary.NativeEndian.Uint32(b))
-			typ := binary.NativeEndian.Uint16(b[4:])
-			if l < 16 || l > len(b) {
-				return nil, errors.New("netlink: malformed reply")
-			}
-			body := b[16:l]
-			switch typ {
-			case unix.NLMSG_ERROR:
-				if len(body) < 4 {
-					return nil, errors.New("netlink: short error message")
-				}
-				if code := int32(binary.NativeEndian.Uint32(body)); code != 0 {
-					return nil, unix.Errno(-code)
-				}
-				return data, nil // the ack
-			case unix.NLMSG_DONE:
-				return data, nil
-			default:
-				if len(body) >= 4 {
-					data = append([]byte(nil), body[4:]...) // past the genl header
-				}
-			}
-			if l = (l + 3) &^ 3; l > len(b) {
-				break
-			}
-			b = b[l:]
-		}
+	if len(msgs) == 0 {
+		return nil, nil
 	}
+	return msgs[0], nil
 }

@@ -16,14 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func requireOpenSSL(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed (apt-get install openssl): it is the reference for subject hashes")
-	}
-}
+	"github.com/torkbot/sandbox/internal/testutil"
+)
 
 // newCert makes a certificate for subject, signed by parent (self-signed
 // when parent is nil).
@@ -85,7 +80,7 @@ func writePEM(t *testing.T, path string, c *x509.Certificate) {
 }
 
 func TestSubjectHashMatchesOpenSSL(t *testing.T) {
-	requireOpenSSL(t)
+	testutil.Need(t, "openssl", "openssl") // the reference for subject hashes
 	bmp := asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: []byte{0, 'B', 0, 'm', 0, 'P', 0, ' ', 0, ' ', 0, 'X'}}
 	bmpDER, _ := asn1.Marshal(bmp)
 	subjects := []pkix.Name{
@@ -129,7 +124,7 @@ func TestSubjectHashMatchesOpenSSL(t *testing.T) {
 }
 
 func TestAddIsTrustedByOpenSSL(t *testing.T) {
-	requireOpenSSL(t)
+	testutil.Need(t, "openssl", "openssl") // the reference for subject hashes
 	store := t.TempDir()
 	other, _ := newCert(t, pkix.Name{CommonName: "Some Root"}, true, nil, nil)
 	writePEM(t, filepath.Join(store, Bundle), other)

@@ -5,8 +5,10 @@
 // The platform table itself lives in src/artifacts.ts (PLATFORMS), because the
 // runtime needs it too; scripts read the compiled copy in dist/.
 
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -62,40 +64,44 @@ export function packagesFor(table, key) {
 }
 
 /**
- * The files `npm pack` puts in the package at `directory`, relative to it:
- * package.json, README/LICENSE files, and what the `files` field names.
- * Only the subset of npm's rules our manifests use is implemented (plain
- * file and directory paths, no globs or negations, no .npmignore); a
- * manifest that needs more is refused rather than guessed at. The package
- * tests compare this list with npm's own (`npm pack --json`), so a
- * divergence fails there.
+ * The files `npm pack` puts in the package at `directory`, relative to it,
+ * as npm itself lists them (`npm pack --dry-run --json`): npm's rules
+ * (`files`, ignore files, README/LICENSE, what is always left out), not a
+ * copy of them.
+ *
+ * npm builds the whole tarball even for a dry run (seconds per 100 MB of
+ * images), so its answer is kept under node_modules/.cache/, keyed by what
+ * the answer can depend on: package.json, the ignore files and the paths
+ * present (not their contents, which a rebuild changes without changing
+ * the list).
  */
 export function packageFiles(directory) {
-  const manifest = readJson(join(directory, "package.json"));
-  const files = new Set(["package.json"]);
-  for (const name of readdirSync(directory)) {
-    if (/^(README|LICENSE|LICENCE)(\..*)?$/i.test(name) && statSync(join(directory, name)).isFile()) files.add(name);
+  const key = createHash("sha256");
+  for (const name of ["package.json", ".npmignore", ".gitignore"]) {
+    const path = join(directory, name);
+    key.update(`${name}\0${existsSync(path) ? readFileSync(path) : ""}\0`);
   }
-  for (const entry of manifest.files ?? []) {
-    if (/[*?[\]{}!]/.test(entry)) {
-      throw new Error(`${directory}/package.json: files entry ${JSON.stringify(entry)} uses a pattern; scripts/lib/packages.mjs handles plain paths only`);
-    }
-    const path = join(directory, entry);
-    if (!existsSync(path)) continue;
-    if (statSync(path).isDirectory()) {
-      for (const file of walk(path)) files.add(relative(directory, file));
-    } else {
-      files.add(relative(directory, path));
-    }
-  }
-  return [...files].sort();
+  for (const path of walk(directory)) key.update(`${relative(directory, path)}\0`);
+  const cache = join(ROOT, "node_modules/.cache/torkbot-packlist", `${key.digest("hex").slice(0, 32)}.json`);
+  if (existsSync(cache)) return readJson(cache);
+  const out = execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts", "--loglevel=error"], {
+    cwd: directory,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 64 << 20,
+  });
+  const files = JSON.parse(out)[0].files.map((f) => f.path).sort();
+  mkdirSync(dirname(cache), { recursive: true });
+  writeFileSync(`${cache}.tmp`, JSON.stringify(files));
+  renameSync(`${cache}.tmp`, cache);
+  return files;
 }
 
 function* walk(directory) {
-  for (const entry of readdirSync(directory, { withFileTypes: true })) {
+  for (const entry of readdirSync(directory, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
     const path = join(directory, entry.name);
     if (entry.isDirectory()) yield* walk(path);
-    else if (entry.isFile() || entry.isSymbolicLink()) yield path;
+    else yield path;
   }
 }
 

@@ -79,9 +79,6 @@ const (
 	DiskChannel = "disk"
 )
 
-// guestMAC is the guest NIC's address, as the QEMU engine's.
-const guestMAC = "52:54:00:12:34:56"
-
 // krunMTU is the MTU the guest's NIC gets under libkrun. libkrun's virtio-net
 // offers neither VIRTIO_NET_F_MTU nor mergeable receive buffers, and without
 // the GUEST_TSO features the guest posts 1518-byte receive buffers: a larger

@@ -18,6 +18,8 @@ import (
 	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
 	"github.com/torkbot/sandbox/control"
+	"github.com/torkbot/sandbox/internal/sockpair"
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/native/lane"
 	"github.com/torkbot/sandbox/vfs/vfstest"
 	"github.com/torkbot/sandbox/vmm"
@@ -146,18 +148,18 @@ func TestRootOverNBDChannel(t *testing.T) {
 	}
 	wg.Go(func() { relay.Run(ctx) })
 
-	diskHost, diskVM := socketPair(t)
-	controlHost, controlVM := socketPair(t)
+	diskHost, diskVM := testutil.SocketPair(t)
+	controlHost, controlVM := testutil.SocketPair(t)
 	defer controlHost.Close()
 	wg.Go(func() {
-		c, err := netFileConn(diskHost)
+		c, err := sockpair.FileConn(diskHost)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		relay.ServeGuest(ctx, c)
 	})
-	var console lockedBuf
+	var console vmm.OutputBuffer
 	// QEMU still gets the image as /dev/vda (the QEMU engine always attaches
 	// a root disk); the guest does not use it.
 	m, err := engine.Start(context.Background(), vmm.Spec{

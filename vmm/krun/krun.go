@@ -29,7 +29,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/torkbot/sandbox/vmm"
@@ -186,20 +185,13 @@ func (e *Engine) probe(ctx context.Context, env []string) error {
 	return fmt.Errorf("%w: %s", ErrUnavailable, msg)
 }
 
-// Boot probe: some KVMs create VMs but cannot run a normal guest kernel
-// (the nested KVM of the machines this project is developed on hangs right
-// after real-mode setup). Opening /dev/kvm cannot tell, so New boots the
-// real kernel once, as the QEMU engine's probe does, and waits for the
-// kernel's line announcing init.
-const (
-	bootProbeTimeout = 4 * time.Second
-	bootProbeMarker  = "Run /init as init process"
-	// Not quiet: the marker is a loglevel-7 message.
-	bootProbeCmdline = "console=ttyS0 loglevel=7 panic=-1 reboot=k 8250.nr_uarts=1 pci=off"
-)
+// bootProbeCmdline boots the probe's guest: not quiet, since
+// vmm.InitMarker is a loglevel-7 message.
+const bootProbeCmdline = "console=ttyS0 loglevel=7 panic=-1 reboot=k 8250.nr_uarts=1 pci=off"
 
 // bootProbe runs the helper on opts.Kernel and opts.Initrd with no devices
-// but the console, and kills it once the marker shows.
+// but the console (vmm.ProbeBoot): some KVMs create VMs but cannot run a
+// normal guest kernel, which only a boot shows.
 func (e *Engine) bootProbe(ctx context.Context, opts Options) error {
 	dir, err := socketDir(opts.TempDir)
 	if err != nil {
@@ -216,78 +208,19 @@ func (e *Engine) bootProbe(ctx context.Context, opts Options) error {
 	}
 	cmd := vmm.Command(opts.Env, e.helper, "run")
 	cmd.Stdin = bytes.NewReader(cfg)
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := vmm.StartChild(cmd); err != nil {
+	booted, tail, err := vmm.ProbeBoot(ctx, cmd)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
 		return fmt.Errorf("%w: start %s: %v", ErrUnavailable, e.helper, err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	timer := time.NewTimer(bootProbeTimeout)
-	defer timer.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	booted := false
-loop:
-	for {
-		select {
-		case <-tick.C:
-			if booted = out.Contains(bootProbeMarker); booted {
-				break loop
-			}
-		case <-exited:
-			booted = out.Contains(bootProbeMarker)
-			break loop
-		case <-timer.C:
-			break loop
-		case <-ctx.Done():
-			cmd.Process.Kill()
-			<-exited
-			return ctx.Err()
-		}
-	}
-	cmd.Process.Kill()
-	<-exited
-	if !booted {
-		tail := strings.TrimSpace(out.Tail(300))
-		if tail == "" {
+	case !booted:
+		if tail = strings.TrimSpace(tail); tail == "" {
 			tail = "(no output)"
 		}
-		return fmt.Errorf("%w: libkrun loads and the hypervisor creates VMs, but a test boot of the guest kernel did not reach init within %v (a nested or broken KVM?); use SANDBOX_ENGINE=qemu. Last output: %s", ErrUnavailable, bootProbeTimeout, tail)
+		return fmt.Errorf("%w: libkrun loads and the hypervisor creates VMs, but a test boot of the guest kernel did not reach init within %v (a nested or broken KVM?); use SANDBOX_ENGINE=qemu. Last output: %s", ErrUnavailable, vmm.BootProbeTimeout, tail)
 	}
 	return nil
-}
-
-// lockedBuffer collects a child's output for the boot probe.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	// Bounded: only the marker and a tail matter.
-	if l.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Contains(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Contains(l.b.Bytes(), []byte(s))
-}
-
-func (l *lockedBuffer) Tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.b.Bytes()
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // Name implements vmm.Engine.
@@ -306,36 +239,32 @@ func NewUnprobed(helper, library string) *Engine {
 // libkrun (it reads the kernel and initrd, nothing slower).
 const startTimeout = 30 * time.Second
 
-// Start implements vmm.Engine.
+// Start implements vmm.Engine. It owns spec's fds from the first line: on
+// every failure they are closed, as on success once the helper has its
+// copies.
 func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
 	if err := validate(spec); err != nil {
-		closeSpec(spec)
-		return nil, err
+		spec.Close()
+		return nil, fmt.Errorf("krun: %w", err)
 	}
 	cfg, files, err := e.helperConfig(spec)
 	if err != nil {
-		closeSpec(spec)
+		spec.Close()
 		return nil, err
 	}
-	// Files this function opens besides the spec's; closed on every path
-	// once the child has its copies (or never will).
-	closeFiles := func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}
+	// The child has its own copies once started (or never will): ours must
+	// go, so the host end of each channel sees EOF when the helper exits.
+	defer files.Close()
 	// The channels' unix sockets live in a private directory, removed when
 	// the helper has exited (libkrun ends the helper with exit(), so the
 	// helper cannot clean up itself). Short: macOS caps socket paths at
 	// 104 bytes.
 	dir, err := socketDir(spec.TempDir)
 	if err != nil {
-		closeFiles()
 		return nil, err
 	}
 	cfg.SocketDir = dir
 	fail := func(err error) (vmm.Machine, error) {
-		closeFiles()
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -346,16 +275,14 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		return fail(fmt.Errorf("krun: status pipe: %w", err))
 	}
 	defer statusR.Close()
-	cfg.StatusFD = 3 + len(files)
-	files = append(files, statusW)
+	cfg.StatusFD = files.Add(statusW)
 	// The parent pipe: only this process holds the write end, so the helper
 	// sees EOF when this process dies, on macOS too.
 	parentR, parentW, err := os.Pipe()
 	if err != nil {
 		return fail(fmt.Errorf("krun: parent pipe: %w", err))
 	}
-	cfg.ParentFD = 3 + len(files)
-	files = append(files, parentR)
+	cfg.ParentFD = files.Add(parentR)
 	config, err := json.Marshal(cfg)
 	if err != nil {
 		panic(err) // plain data
@@ -363,7 +290,7 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 
 	cmd := vmm.Command(spec.Env, e.helper, "run")
 	cmd.Stdin = bytes.NewReader(config)
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = files.Files()
 	// Pipes rather than StdoutPipe: the console reader must see EOF only
 	// when the helper (and libkrun's serial port in it) is gone.
 	stdoutR, stdoutW, err := os.Pipe()
@@ -391,9 +318,8 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		stderrR.Close()
 		return fail(fmt.Errorf("krun: start %s: %w", e.helper, err))
 	}
-	// The child has its own copies now: ours must go, so the host end of
-	// each channel sees EOF when the helper exits.
-	closeFiles()
+	// Now, not at return: the status pipe must see EOF if the helper dies.
+	files.Close()
 	m := machine{vmm.WatchChild(cmd, stdoutR, stderrR, spec.Console, "krun", func() {
 		parentW.Close()
 		os.RemoveAll(dir)
@@ -447,9 +373,9 @@ func (m machine) awaitStatus(ctx context.Context, status *os.File) error {
 }
 
 // helperConfig maps spec onto the helper's config and the files it
-// inherits, in ExtraFiles order: the spec's own files, which stay the
-// caller's to close if it fails.
-func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File, error) {
+// inherits; each fd number in the config comes from adding its file. On
+// failure the files stay the caller's (spec's) to close.
+func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, *vmm.ExtraFiles, error) {
 	cfg := HelperConfig{
 		Version:   HelperConfigVersion,
 		Library:   e.library,
@@ -461,22 +387,18 @@ func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File, error) {
 		StatusFD:  -1,
 		ParentFD:  -1,
 	}
-	var files []*os.File
-	add := func(f *os.File) int {
-		files = append(files, f)
-		return 2 + len(files)
-	}
+	var files vmm.ExtraFiles
 	ports := map[string]uint32{}
 	port := uint32(firstChannelPort)
 	for _, ch := range spec.Channels {
-		cfg.Channels = append(cfg.Channels, HelperChannel{Name: ch.Name, Port: port, FD: add(ch.Conn)})
+		cfg.Channels = append(cfg.Channels, HelperChannel{Name: ch.Name, Port: port, FD: files.Add(ch.Conn)})
 		ports[ch.Name] = port
 		port++
 	}
 	boot := spec.Boot
 	if spec.NIC != nil {
-		cfg.NICFD = add(spec.NIC)
-		cfg.MAC = guestMAC
+		cfg.NICFD = files.Add(spec.NIC)
+		cfg.MAC = vmm.GuestMAC
 		if boot.Net != nil {
 			net := *boot.Net
 			net.MTU = min(net.MTU, krunMTU)
@@ -484,7 +406,7 @@ func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File, error) {
 		}
 	}
 	if spec.RootDisk.NBD != nil {
-		cfg.Disk = &HelperDisk{Port: port, FD: add(spec.RootDisk.NBD), ReadOnly: spec.RootDisk.ReadOnly}
+		cfg.Disk = &HelperDisk{Port: port, FD: files.Add(spec.RootDisk.NBD), ReadOnly: spec.RootDisk.ReadOnly}
 		ports[DiskChannel] = port
 		boot.RootNBD = DiskChannel
 	} else {
@@ -498,54 +420,21 @@ func (e *Engine) helperConfig(spec vmm.Spec) (HelperConfig, []*os.File, error) {
 		return HelperConfig{}, nil, fmt.Errorf("krun: %w", err)
 	}
 	cfg.Cmdline = baseCmdline + " " + params
-	return cfg, files, nil
+	return cfg, &files, nil
 }
 
+// validate is vmm.Spec.Validate plus this engine's one reservation: the
+// root disk's NBD session runs on a channel named DiskChannel.
 func validate(spec vmm.Spec) error {
-	switch {
-	case spec.CPUs < 1 || spec.CPUs > 255:
-		// krun_set_vm_config takes the count as a uint8.
-		return fmt.Errorf("krun: %d vCPUs is out of range 1..255", spec.CPUs)
-	case spec.MemoryMiB < 64:
-		return fmt.Errorf("krun: %d MiB of memory is too little to boot (at least 64)", spec.MemoryMiB)
-	case spec.RootDisk.NBD == nil && spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
-		return fmt.Errorf("krun: unsupported disk format %q", spec.RootDisk.Format)
-	case spec.NIC != nil && (spec.NICMTU < 68 || spec.NICMTU > 65535):
-		return fmt.Errorf("krun: NIC MTU %d is out of range 68..65535", spec.NICMTU)
+	if err := spec.Validate(); err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	for _, ch := range spec.Channels {
-		if ch.Name == "" || len(ch.Name) > 64 || strings.Trim(ch.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
-			return fmt.Errorf("krun: invalid channel name %q (1-64 of A-Za-z0-9._-)", ch.Name)
-		}
-		if seen[ch.Name] || (ch.Name == DiskChannel && spec.RootDisk.NBD != nil) {
-			return fmt.Errorf("krun: channel %q given twice", ch.Name)
-		}
-		seen[ch.Name] = true
-	}
-	files := []string{spec.Kernel, spec.Initrd}
-	if spec.RootDisk.NBD == nil {
-		files = append(files, spec.RootDisk.Path)
-	}
-	for _, p := range files {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("krun: %w", err)
+		if ch.Name == DiskChannel && spec.RootDisk.NBD != nil {
+			return fmt.Errorf("channel %q given twice (the root disk's NBD session uses it)", DiskChannel)
 		}
 	}
 	return nil
-}
-
-// closeSpec closes the fds a failed Start took ownership of.
-func closeSpec(spec vmm.Spec) {
-	for _, ch := range spec.Channels {
-		ch.Conn.Close()
-	}
-	if spec.NIC != nil {
-		spec.NIC.Close()
-	}
-	if spec.RootDisk.NBD != nil {
-		spec.RootDisk.NBD.Close()
-	}
 }
 
 // machine is the helper process. Its parent pipe's write end (which tells a

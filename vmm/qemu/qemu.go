@@ -112,9 +112,12 @@ func findBinary(explicit, pathList string) (string, error) {
 // broken guest ends the VMM rather than hanging.
 const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog"
 
-// args returns QEMU's command line for spec, whose boot parameters are
-// already encoded as boot.
-func (e *Engine) args(spec vmm.Spec, boot string) []string {
+// args is QEMU's command line for spec, whose boot parameters are already
+// encoded as boot, and the files QEMU inherits, in exec.Cmd.ExtraFiles
+// order: each fd number in the arguments comes from adding its file, so the
+// two cannot disagree.
+func (e *Engine) args(spec vmm.Spec, boot string) ([]string, *vmm.ExtraFiles) {
+	var files vmm.ExtraFiles
 	cmdline := baseCmdline
 	if e.accel == AccelTCG {
 		cmdline += fmt.Sprintf(" tsc_early_khz=%d", HostTSCKHz())
@@ -140,13 +143,8 @@ func (e *Engine) args(spec vmm.Spec, boot string) []string {
 		readOnly = "on"
 	}
 	if spec.RootDisk.NBD != nil {
-		// The NBD socket follows the channels and the NIC in ExtraFiles.
-		fd := 3 + len(spec.Channels)
-		if spec.NIC != nil {
-			fd++
-		}
 		args = append(args,
-			"-blockdev", fmt.Sprintf("driver=nbd,server.type=fd,server.str=%d,export=root,node-name=root,read-only=%s", fd, readOnly),
+			"-blockdev", fmt.Sprintf("driver=nbd,server.type=fd,server.str=%d,export=root,node-name=root,read-only=%s", files.Add(spec.RootDisk.NBD), readOnly),
 			"-device", "virtio-blk-device,drive=root",
 		)
 	} else {
@@ -155,44 +153,46 @@ func (e *Engine) args(spec vmm.Spec, boot string) []string {
 			"-device", "virtio-blk-device,drive=root",
 		)
 	}
-	// Start passes the inherited fds as the child's ExtraFiles in this
-	// order, channels, NIC, NBD socket: ExtraFiles[i] becomes fd 3+i in the
-	// child.
 	if len(spec.Channels) > 0 {
 		args = append(args, "-device", "virtio-serial-device")
 		for i, ch := range spec.Channels {
 			args = append(args,
-				"-chardev", fmt.Sprintf("socket,id=ch%d,fd=%d", i, 3+i),
+				"-chardev", fmt.Sprintf("socket,id=ch%d,fd=%d", i, files.Add(ch.Conn)),
 				"-device", fmt.Sprintf("virtserialport,chardev=ch%d,name=%s", i, ch.Name),
 			)
 		}
 	}
 	if spec.NIC != nil {
 		args = append(args,
-			"-netdev", fmt.Sprintf("stream,id=net0,server=off,addr.type=fd,addr.str=%d", 3+len(spec.Channels)),
-			"-device", fmt.Sprintf("virtio-net-device,netdev=net0,mac=%s,host_mtu=%d", guestMAC, spec.NICMTU),
+			"-netdev", fmt.Sprintf("stream,id=net0,server=off,addr.type=fd,addr.str=%d", files.Add(spec.NIC)),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=net0,mac=%s,host_mtu=%d", vmm.GuestMAC, spec.NICMTU),
 		)
 	}
-	return args
+	return args, &files
 }
-
-// guestMAC is the guest NIC's address: locally administered, QEMU's prefix.
-const guestMAC = "52:54:00:12:34:56"
 
 // escapeOpt escapes a value for QEMU's comma-separated option syntax.
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
-// Start implements vmm.Engine.
+// Start implements vmm.Engine. It owns spec's fds from the first line: on
+// every failure they are closed, as on success once QEMU has its copies.
 func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) {
-	if err := validate(spec); err != nil {
-		return nil, err
+	if err := spec.Validate(); err != nil {
+		spec.Close()
+		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	boot, err := spec.Boot.Encode()
 	if err != nil {
+		spec.Close()
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	cmd := vmm.Command(spec.Env, e.binary, e.args(spec, boot)...)
+	args, files := e.args(spec, boot)
+	// The child has its own copies once started (or never will): ours must
+	// go, so the host end of each channel sees EOF when QEMU exits.
+	defer files.Close()
+	cmd := vmm.Command(spec.Env, e.binary, args...)
 	cmd.Stdin = nil // /dev/null
+	cmd.ExtraFiles = files.Files()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("qemu: console pipe: %w", err)
@@ -202,56 +202,14 @@ func (e *Engine) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, error) 
 		stdout.Close()
 		return nil, fmt.Errorf("qemu: stderr pipe: %w", err)
 	}
-	for _, ch := range spec.Channels {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, ch.Conn)
+	err = ctx.Err()
+	if err == nil {
+		err = vmm.StartChild(cmd)
 	}
-	if spec.NIC != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.NIC)
-	}
-	if spec.RootDisk.NBD != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, spec.RootDisk.NBD)
-	}
-	startErr := ctx.Err()
-	if startErr == nil {
-		startErr = vmm.StartChild(cmd)
-	}
-	// The child has its own copies now (or never will): ours must go, so the
-	// host end of each channel sees EOF when QEMU exits.
-	for _, f := range cmd.ExtraFiles {
-		f.Close()
-	}
-	if startErr != nil {
+	if err != nil {
 		stdout.Close()
 		stderr.Close()
-		return nil, fmt.Errorf("qemu: start %s: %w", e.binary, startErr)
+		return nil, fmt.Errorf("qemu: start %s: %w", e.binary, err)
 	}
 	return vmm.WatchChild(cmd, stdout, stderr, spec.Console, "qemu", nil), nil
-}
-
-func validate(spec vmm.Spec) error {
-	switch {
-	case spec.CPUs < 1 || spec.CPUs > 255:
-		return fmt.Errorf("qemu: %d vCPUs is out of range 1..255", spec.CPUs)
-	case spec.MemoryMiB < 64:
-		return fmt.Errorf("qemu: %d MiB of memory is too little to boot (at least 64)", spec.MemoryMiB)
-	case spec.RootDisk.NBD == nil && spec.RootDisk.Format != "qcow2" && spec.RootDisk.Format != "raw":
-		return fmt.Errorf("qemu: unsupported disk format %q", spec.RootDisk.Format)
-	case spec.NIC != nil && (spec.NICMTU < 68 || spec.NICMTU > 65535):
-		return fmt.Errorf("qemu: NIC MTU %d is out of range 68..65535", spec.NICMTU)
-	}
-	for _, ch := range spec.Channels {
-		if ch.Name == "" || strings.ContainsAny(ch.Name, ",= \t\n") {
-			return fmt.Errorf("qemu: invalid channel name %q", ch.Name)
-		}
-	}
-	files := []string{spec.Kernel, spec.Initrd}
-	if spec.RootDisk.NBD == nil {
-		files = append(files, spec.RootDisk.Path)
-	}
-	for _, p := range files {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("qemu: %w", err)
-		}
-	}
-	return nil
 }

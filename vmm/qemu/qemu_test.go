@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,14 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/torkbot/sandbox/vmm/vmmtest"
-
+	"github.com/torkbot/sandbox/internal/testutil"
 	"github.com/torkbot/sandbox/vmm"
+	"github.com/torkbot/sandbox/vmm/vmmtest"
 )
 
 func TestArgs(t *testing.T) {
 	e := &Engine{binary: "/usr/bin/qemu-system-x86_64", accel: AccelTCG}
-	args := e.args(vmm.Spec{
+	args, _ := e.args(vmm.Spec{
 		Kernel: "/k/vmlinux", Initrd: "/k/initrd.cpio",
 		CPUs: 2, MemoryMiB: 768,
 		RootDisk: vmm.Disk{Path: "/img/a,b.qcow2", Format: "qcow2", ReadOnly: true},
@@ -45,7 +46,7 @@ func TestArgs(t *testing.T) {
 		t.Errorf("TCG args ask for a CPU model: %s", joined)
 	}
 
-	nic := (&Engine{accel: AccelTCG}).args(vmm.Spec{
+	nic, _ := (&Engine{accel: AccelTCG}).args(vmm.Spec{
 		CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"},
 		Channels: []vmm.Channel{{Name: "control"}},
 		NIC:      os.Stdin, NICMTU: 65520,
@@ -56,19 +57,26 @@ func TestArgs(t *testing.T) {
 		t.Errorf("NIC args: %s", j)
 	}
 
-	nbdArgs := strings.Join((&Engine{accel: AccelTCG}).args(vmm.Spec{
+	disk, ch, nicFile := os.NewFile(100, "disk"), os.NewFile(101, "control"), os.NewFile(102, "nic")
+	args, files := (&Engine{accel: AccelTCG}).args(vmm.Spec{
 		CPUs: 1, MemoryMiB: 256,
-		RootDisk: vmm.Disk{ReadOnly: true, NBD: os.Stdin},
-		Channels: []vmm.Channel{{Name: "control"}},
-		NIC:      os.Stdin, NICMTU: 1500,
-	}, "sandbox.v=1"), " ")
-	// The NBD socket follows the channels and the NIC in ExtraFiles.
-	if !strings.Contains(nbdArgs, "-blockdev driver=nbd,server.type=fd,server.str=5,export=root,node-name=root,read-only=on") ||
+		RootDisk: vmm.Disk{ReadOnly: true, NBD: disk},
+		Channels: []vmm.Channel{{Name: "control", Conn: ch}},
+		NIC:      nicFile, NICMTU: 1500,
+	}, "sandbox.v=1")
+	nbdArgs := strings.Join(args, " ")
+	// Each fd number names the file at that place in ExtraFiles (fd 3+i).
+	if !strings.Contains(nbdArgs, "-blockdev driver=nbd,server.type=fd,server.str=3,export=root,node-name=root,read-only=on") ||
+		!strings.Contains(nbdArgs, "-chardev socket,id=ch0,fd=4") ||
+		!strings.Contains(nbdArgs, "addr.type=fd,addr.str=5") ||
 		strings.Contains(nbdArgs, "-drive") {
 		t.Errorf("NBD root args: %s", nbdArgs)
 	}
+	if got := files.Files(); !slices.Equal(got, []*os.File{disk, ch, nicFile}) {
+		t.Errorf("ExtraFiles %v, want disk, control, nic", got)
+	}
 
-	kvm := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}}, "sandbox.v=1")
+	kvm, _ := (&Engine{accel: AccelKVM}).args(vmm.Spec{CPUs: 1, MemoryMiB: 256, RootDisk: vmm.Disk{Format: "raw"}}, "sandbox.v=1")
 	if !strings.Contains(strings.Join(kvm, " "), "-accel kvm") || !slices.Contains(kvm, "host") {
 		t.Errorf("KVM args: %v", kvm)
 	}
@@ -77,28 +85,42 @@ func TestArgs(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
+// TestStartClosesSpecOnFailure: Start owns the spec's fds (vmm.Spec), so a
+// start that fails, before or at the exec, closes them: the host ends see
+// EOF rather than a guest that never comes.
+func TestStartClosesSpecOnFailure(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "f")
 	os.WriteFile(file, nil, 0o644)
-	good := vmm.Spec{Kernel: file, Initrd: file, CPUs: 1, MemoryMiB: 128, RootDisk: vmm.Disk{Path: file, Format: "qcow2"}}
-	if err := validate(good); err != nil {
-		t.Fatalf("valid spec: %v", err)
-	}
-	for name, mutate := range map[string]func(*vmm.Spec){
-		"no vCPUs":        func(s *vmm.Spec) { s.CPUs = 0 },
-		"too many vCPUs":  func(s *vmm.Spec) { s.CPUs = 256 },
-		"tiny memory":     func(s *vmm.Spec) { s.MemoryMiB = 32 },
-		"unknown format":  func(s *vmm.Spec) { s.RootDisk.Format = "vmdk" },
-		"missing kernel":  func(s *vmm.Spec) { s.Kernel = filepath.Join(dir, "nope") },
-		"bad channel":     func(s *vmm.Spec) { s.Channels = []vmm.Channel{{Name: "a,b"}} },
-		"unnamed channel": func(s *vmm.Spec) { s.Channels = []vmm.Channel{{}} },
+	for name, tc := range map[string]struct {
+		binary string
+		edit   func(*vmm.Spec)
+	}{
+		"invalid spec":   {"/bin/true", func(s *vmm.Spec) { s.CPUs = 0 }},
+		"missing kernel": {"/bin/true", func(s *vmm.Spec) { s.Kernel = filepath.Join(dir, "none") }},
+		"exec fails":     {filepath.Join(dir, "no-qemu"), func(*vmm.Spec) {}},
 	} {
-		s := good
-		mutate(&s)
-		if err := validate(s); err == nil {
-			t.Errorf("%s: no error", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			var hosts []*os.File
+			pair := func() *os.File {
+				host, vm := testutil.SocketPair(t)
+				hosts = append(hosts, host)
+				return vm
+			}
+			spec := vmm.Spec{Kernel: file, Initrd: file, CPUs: 1, MemoryMiB: 128,
+				RootDisk: vmm.Disk{NBD: pair()}, Channels: []vmm.Channel{{Name: "control", Conn: pair()}},
+				NIC: pair(), NICMTU: 1500}
+			tc.edit(&spec)
+			if _, err := (&Engine{binary: tc.binary, accel: AccelTCG}).Start(t.Context(), spec); err == nil {
+				t.Fatal("start succeeded")
+			}
+			for _, host := range hosts {
+				host.SetReadDeadline(time.Now().Add(time.Second))
+				if n, err := host.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Errorf("%s: VMM end still open after a failed start (%d, %v)", host.Name(), n, err)
+				}
+			}
+		})
 	}
 }
 
@@ -123,7 +145,7 @@ func TestProbe(t *testing.T) {
 	opts := Options{ProbeCacheDir: t.TempDir(), Env: os.Environ()}
 	start := time.Now()
 	accel := chooseAccel(t.Context(), binary, kernel, initrd, opts)
-	if took := time.Since(start); took > kvmProbeTimeout+2*time.Second {
+	if took := time.Since(start); took > vmm.BootProbeTimeout+2*time.Second {
 		t.Errorf("probe took %v", took)
 	}
 	if accel != AccelTCG && accel != AccelKVM {

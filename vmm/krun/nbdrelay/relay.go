@@ -1,3 +1,24 @@
+// Package nbdrelay keeps one NBD session with the host's block server alive
+// for a guest whose connections to it may come and go.
+//
+// Under libkrun the guest attaches its root disk itself (the kernel's nbd
+// driver over a vsock channel), and the helper process sits between the
+// guest's connection and the host's NBD server (blockstore/nbd), which
+// serves exactly one session on a socket pair. Should the guest's
+// connection drop, the guest reconnects and needs a fresh handshake, while
+// the host session must go on: a half-forwarded request would corrupt its
+// stream. So the relay speaks NBD on both sides: a client once toward the
+// host, a server toward each guest connection, and it forwards whole
+// requests under cookies of its own. Replies to a connection that has gone
+// are dropped; the guest kernel re-sends those requests on the new
+// connection (nbd's dead_conn_timeout + NBD_CMD_RECONFIGURE), which is safe
+// because NBD reads, writes, trims and flushes may be repeated.
+//
+// Only the baseline protocol is relayed: the fixed-newstyle handshake of
+// blockstore/nbd on both sides (nbd.ClientHandshake toward the host,
+// nbd.ServerHandshake toward the guest, with the same limits as the host's
+// server), simple replies. Structured replies and extensions are never
+// negotiated with either side.
 package nbdrelay
 
 import (
@@ -9,7 +30,20 @@ import (
 	"net"
 	"sync"
 
+	"github.com/torkbot/sandbox/blockstore/nbd"
 	"github.com/torkbot/sandbox/blockstore/nbd/wire"
+)
+
+// What the relay passes on.
+const (
+	// relayedTFlags are the transmission flags passed from the host to the
+	// guest: HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, ROTATIONAL,
+	// SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN. Anything else (DF,
+	// BLOCK_STATUS, CACHE...) needs replies or commands not relayed.
+	relayedTFlags = 0x17f
+	// relayedCmdFlags are the command flags passed to the host: FUA and
+	// NO_HOLE. DF would ask for a structured reply.
+	relayedCmdFlags = 0x3
 )
 
 // Relay is one host NBD session shared by successive guest connections.
@@ -17,7 +51,8 @@ import (
 // connection to ServeGuest.
 type Relay struct {
 	host   io.ReadWriteCloser
-	export Export
+	name   string
+	export nbd.Export
 
 	// writeMu serialises whole requests on the host stream.
 	writeMu sync.Mutex
@@ -44,17 +79,19 @@ type guestConn struct {
 	gone bool
 }
 
-// Open runs the client handshake on host for export name.
+// Open runs the client handshake on host for export name, which the relay
+// then offers its guests under the same name.
 func Open(host io.ReadWriteCloser, name string) (*Relay, error) {
-	exp, err := Handshake(host, name)
+	exp, err := nbd.ClientHandshake(host, name)
 	if err != nil {
 		return nil, err
 	}
-	return &Relay{host: host, export: exp, pending: map[uint64]pending{}}, nil
+	exp.Flags &= relayedTFlags
+	return &Relay{host: host, name: name, export: exp, pending: map[uint64]pending{}}, nil
 }
 
 // Export is the host's export as the guest is shown it.
-func (r *Relay) Export() Export { return r.export }
+func (r *Relay) Export() nbd.Export { return r.export }
 
 // ErrHostGone is returned once the host session has ended.
 var ErrHostGone = errors.New("nbdrelay: host NBD session ended")
@@ -136,7 +173,7 @@ func (r *Relay) ServeGuest(ctx context.Context, conn net.Conn) error {
 	defer stop()
 	g := &guestConn{conn: conn}
 	defer g.drop()
-	ok, err := serverHandshake(conn, r.export)
+	ok, err := nbd.ServerHandshake(conn, conn, r.name, r.export)
 	if err != nil || !ok {
 		return err
 	}

@@ -34,11 +34,11 @@ func startRelay(t testing.TB, dev nbd.Device, readOnly bool) *nbdrelay.Relay {
 }
 
 // guest connects a client to the relay and completes the handshake.
-func guest(t testing.TB, r *nbdrelay.Relay) (net.Conn, nbdrelay.Export) {
+func guest(t testing.TB, r *nbdrelay.Relay) (net.Conn, nbd.Export) {
 	t.Helper()
 	g, relaySide := net.Pipe()
 	go r.ServeGuest(context.Background(), relaySide)
-	exp, err := nbdrelay.Handshake(g, "root")
+	exp, err := nbd.ClientHandshake(g, "root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestHandshakeRefused(t *testing.T) {
 	srv, cli := net.Pipe()
 	go nbd.Serve(context.Background(), srv, nbdtest.NewMemDevice(512), nbd.Options{Name: "root"})
 	defer cli.Close()
-	if _, err := nbdrelay.Handshake(cli, "other"); err == nil {
+	if _, err := nbd.ClientHandshake(cli, "other"); err == nil {
 		t.Fatal("handshake for an unknown export succeeded")
 	}
 }

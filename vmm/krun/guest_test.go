@@ -15,8 +15,8 @@ import (
 	"github.com/torkbot/sandbox/vmm/vmmtest"
 
 	"github.com/torkbot/sandbox/blockstore/nbd"
-	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/blockstore/qcow2"
+	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/internal/sockpair"
 	"github.com/torkbot/sandbox/internal/testutil"

@@ -31,9 +31,6 @@ type bootConfig struct {
 	// channels is the validated sandbox.channels value; channelTransport
 	// parses it.
 	channels string
-	// modules is the validated sandbox.modules value: module groups to
-	// load besides those the other parameters imply (moduleGroups).
-	modules string
 }
 
 // hostMount is a filesystem the host serves over FUSE on a channel.
@@ -121,13 +118,6 @@ func parseCmdline(cmdline string) (cfg bootConfig, warnings []string, err error)
 				return cfg, nil, fmt.Errorf("sandbox.mounts=%q: %w", value, err)
 			}
 			cfg.mounts = value
-		case "sandbox.modules":
-			for _, g := range strings.Split(value, ",") {
-				if g == "" || len(g) > 64 || strings.Trim(g, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-					return cfg, nil, fmt.Errorf("sandbox.modules=%q: want module group names (a-z, 0-9, -) separated by commas", value)
-				}
-			}
-			cfg.modules = value
 		default:
 			warnings = append(warnings, fmt.Sprintf("unknown kernel parameter %s", key))
 		}
@@ -220,23 +210,6 @@ func validHostname(name string) bool {
 		return false
 	}
 	return strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == ""
-}
-
-// moduleGroups returns the module groups (kernel/modules.list) this boot
-// uses: those its features need, and those sandbox.modules names.
-func (c bootConfig) moduleGroups() map[string]bool {
-	groups := map[string]bool{
-		"network": c.net != nil,
-		"mounts":  c.mounts != "",
-		"vsock":   c.channelTransport().IsVsock(),
-		"nbd":     c.rootNBD != "",
-	}
-	if c.modules != "" {
-		for _, g := range strings.Split(c.modules, ",") {
-			groups[g] = true
-		}
-	}
-	return groups
 }
 
 // channelTransport returns how channels reach the host.

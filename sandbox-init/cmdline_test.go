@@ -34,8 +34,6 @@ func TestParseCmdline(t *testing.T) {
 		{name: "empty hostname", cmdline: "sandbox.hostname=", wantErr: "sandbox.hostname"},
 		{name: "hostname with a space", cmdline: `sandbox.hostname="a b"`, wantErr: "sandbox.hostname"},
 		{name: "long hostname", cmdline: "sandbox.hostname=" + strings.Repeat("h", 65), wantErr: "sandbox.hostname"},
-		{name: "bad module group", cmdline: "sandbox.modules=nbd,../x", wantErr: "sandbox.modules"},
-		{name: "empty module group", cmdline: "sandbox.modules=nbd,", wantErr: "sandbox.modules"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,25 +54,6 @@ func TestParseCmdline(t *testing.T) {
 				t.Errorf("warnings = %q, want %d", warnings, tt.wantWarnings)
 			}
 		})
-	}
-}
-
-func TestModuleGroups(t *testing.T) {
-	cfg, _, err := parseCmdline("sandbox.ip=10.0.2.2/24 sandbox.gateway=10.0.2.1 sandbox.mtu=1500 sandbox.modules=virtiofs,vsock-loopback")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := cfg.moduleGroups()
-	for group, want := range map[string]bool{"network": true, "virtiofs": true, "vsock-loopback": true, "mounts": false, "vsock": false, "nbd": false} {
-		if got[group] != want {
-			t.Errorf("group %s used = %v, want %v", group, got[group], want)
-		}
-	}
-	plain, _, _ := parseCmdline("console=ttyS0")
-	for group, used := range plain.moduleGroups() {
-		if used {
-			t.Errorf("a plain boot uses group %s", group)
-		}
 	}
 }
 

@@ -97,14 +97,6 @@ func (p *initProcess) run() error {
 		p.log.logf("warning: %s", w)
 	}
 
-	// Only the modules this boot uses: loading is slow under TCG.
-	n, err := loadModules(modulesDir, cfg.moduleGroups())
-	if err != nil {
-		return err
-	}
-	p.mark("modules")
-	p.log.logf("loaded %d kernel modules", n)
-
 	channel.Configure(cfg.channelTransport())
 	if cfg.rootNBD != "" {
 		dev, err := attachRootNBD(cfg.rootNBD, p.log)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench: builds what is missing, then prints the library's speed as
-# ratios against a floor measured in the same run (bench/run.mjs), then the
+# ratios against floors measured in the same run (bench/run.mjs), then the
 # network's against slirp4netns (bench/net).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -8,6 +8,12 @@ bash scripts/build.sh >&2
 go build -o build/bench-floor ./bench/floor
 go build -o build/bench-virtiofs ./bench/virtiofs
 go build -o build/bench-disk ./bench/disk
+# The kernel floor: Debian's kernel beside ours (kernel/distro.sh, cached),
+# and an initrd whose init writes one line and resets (bench/kernelfloor).
+bash kernel/distro.sh build/distro-kernel >&2
+go build -o build/bench-kernelfloor ./bench/kernelfloor
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o build/kernelfloor-init ./bench/kernelfloor/init
+bash kernel/mkinitrd.sh build/kernelfloor-init build/kernelfloor.cpio
 node bench/run.mjs
 
 # Network figures (bench/net): netpolicy vs slirp4netns (baseline) and pasta,

@@ -12,7 +12,7 @@ import (
 // Spec is everything an engine needs to start a guest, and nothing else.
 type Spec struct {
 	Kernel  string // uncompressed vmlinux (ELF with a PVH note)
-	Initrd  string // newc cpio holding sandbox-init and the guest's modules
+	Initrd  string // newc cpio holding sandbox-init
 	Cmdline string // kernel command line; engines append their own console settings
 
 	CPUs      int

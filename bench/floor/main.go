@@ -5,7 +5,11 @@
 // with QEMU reading the image itself (the library serves it over NBD, so
 // that cost is part of what the ratio shows).
 //
-// It prints one JSON object: {"coldMs": [...], "execUs": [...]}.
+// It prints one JSON object: {"coldMs": [...], "execUs": [...], "boot":
+// [{"init": ms, "root": ms, "ready": ms, "hello": ms}, ...]}, boot being
+// each boot's timeline: sandbox-init's milestones on the guest's clock,
+// which starts with the kernel, and "hello" the wall time from starting
+// the VMM to the guest's hello.
 package main
 
 import (
@@ -42,15 +46,21 @@ func run(kernel, initrd, image string, boots, execs int) error {
 		return err
 	}
 	var out struct {
-		ColdMs []float64 `json:"coldMs"`
-		ExecUs []float64 `json:"execUs"`
+		ColdMs []float64            `json:"coldMs"`
+		ExecUs []float64            `json:"execUs"`
+		Boot   []map[string]float64 `json:"boot"`
 	}
 	for i := range boots {
 		started := time.Now()
-		vm, client, err := boot(ctx, engine, kernel, initrd, image)
+		vm, client, info, err := boot(ctx, engine, kernel, initrd, image)
 		if err != nil {
 			return err
 		}
+		timeline := map[string]float64{"hello": float64(time.Since(started).Microseconds()) / 1e3}
+		for _, e := range info.Boot {
+			timeline[e.Name] = float64(e.At.Microseconds()) / 1e3
+		}
+		out.Boot = append(out.Boot, timeline)
 		var got []byte
 		code, err := client.Run(ctx, control.Command{Name: "printf", Args: []string{"ready"}}, func(_ control.FD, b []byte) { got = append(got, b...) })
 		if err != nil || code != 0 || string(got) != "ready" {
@@ -80,10 +90,10 @@ func run(kernel, initrd, image string, boots, execs int) error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
-func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) (vmm.Machine, *control.Client, error) {
+func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) (vmm.Machine, *control.Client, control.GuestInfo, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, control.GuestInfo{}, err
 	}
 	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
 	vm, err := engine.Start(ctx, vmm.Spec{
@@ -93,18 +103,19 @@ func boot(ctx context.Context, engine vmm.Engine, kernel, initrd, image string) 
 	})
 	if err != nil {
 		host.Close()
-		return nil, nil, err
+		return nil, nil, control.GuestInfo{}, err
 	}
 	client, err := control.NewClient(host)
 	if err != nil {
 		vm.Kill()
-		return nil, nil, err
+		return nil, nil, control.GuestInfo{}, err
 	}
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
+	info, err := client.Handshake(hctx, control.Setup{})
+	if err != nil {
 		vm.Kill()
-		return nil, nil, fmt.Errorf("handshake: %w", err)
+		return nil, nil, control.GuestInfo{}, fmt.Errorf("handshake: %w", err)
 	}
-	return vm, client, nil
+	return vm, client, info, nil
 }

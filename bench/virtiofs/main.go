@@ -83,14 +83,12 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 		return nil, err
 	}
 	host, guest := os.NewFile(uintptr(fds[0]), "control-host"), os.NewFile(uintptr(fds[1]), "control-guest")
-	// The library's TCG command line (vmm/qemu), TSC rate included.
-	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d sandbox.modules=virtiofs", qemu.HostTSCKHz())
 	vm := exec.Command("qemu-system-x86_64",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "tcg",
 		"-object", "memory-backend-memfd,id=mem,size=512M,share=on",
-		"-M", "microvm,memory-backend=mem", "-m", "512", "-smp", "1",
+		"-M", qemu.Machine+",memory-backend=mem", "-m", "512", "-smp", "1",
 		"-global", "virtio-mmio.force-legacy=false",
-		"-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+		"-kernel", kernel, "-initrd", initrd, "-append", qemu.Cmdline(qemu.AccelTCG),
 		"-serial", "null",
 		"-drive", fmt.Sprintf("file=%s,format=qcow2,if=none,id=root,readonly=on", image),
 		"-device", "virtio-blk-device,drive=root",

@@ -133,10 +133,6 @@ type Config struct {
 	// keeps temporary files: those of the boot() call (vmm.Spec).
 	Env     []string
 	TempDir string
-	// ModuleGroups are kernel module groups (kernel/modules.list) to load
-	// besides those the lane's features need; for tests and benchmarks
-	// that use more of the guest kernel.
-	ModuleGroups []string
 }
 
 // Mount is one host-implemented filesystem, served to the guest over FUSE.
@@ -301,9 +297,6 @@ func Boot(ctx context.Context, cfg Config) (*Lane, error) {
 	}
 	if len(cfg.Mounts) > 0 {
 		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " " + mountsCmdline(cfg.Mounts))
-	}
-	if len(cfg.ModuleGroups) > 0 {
-		spec.Cmdline = strings.TrimSpace(spec.Cmdline + " sandbox.modules=" + strings.Join(cfg.ModuleGroups, ","))
 	}
 	host, guest, err := socketPair()
 	if err != nil {

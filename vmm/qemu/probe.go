@@ -54,7 +54,7 @@ func kvmBoots(ctx context.Context, binary, kernel, initrd string, env []string) 
 	defer cancel()
 	cmd := vmm.Command(env, binary,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-accel", "kvm", "-cpu", "host", "-M", "microvm", "-m", "128", "-smp", "1",
+		"-accel", "kvm", "-cpu", "host", "-M", Machine, "-m", "128", "-smp", "1",
 		"-kernel", kernel, "-initrd", initrd,
 		// Not quiet: the marker is a loglevel-7 message. The probe kills
 		// the guest as soon as it shows.

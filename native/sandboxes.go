@@ -150,8 +150,8 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	sandboxes[id] = &sandbox{env: r.Env, lane: l, events: events}
 	sandboxesMu.Unlock()
 	if set.Debug {
-		fmt.Fprintf(os.Stderr, "sandbox: boot %d on %s (%s): ready after %d ms; guest clock: %s\n",
-			id, engine.Name(), engine.Accel, time.Since(started).Milliseconds(), l.Timeline())
+		fmt.Fprintf(os.Stderr, "sandbox: boot %d on %s (%s), kernel %s: ready after %d ms; guest clock: %s\n",
+			id, engine.Name(), engine.Accel, l.Guest.KernelRelease, time.Since(started).Milliseconds(), l.Timeline())
 	}
 	return bootResponse{ID: id, Pid: l.Pid(), Accel: engine.Accel}, nil
 }

@@ -11,7 +11,7 @@ import (
 // kernel took and each later step what init did.
 func (l *Lane) Timeline() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kernel %s: kernel 0 ms", l.Guest.KernelRelease)
+	b.WriteString("kernel 0 ms")
 	for _, e := range l.Guest.Boot {
 		fmt.Fprintf(&b, " → %s %.0f ms", e.Name, float64(e.At.Microseconds())/1e3)
 	}

@@ -65,9 +65,6 @@ type Params struct {
 	Mounts []Mount
 	// Net configures eth0; nil means the VM has no NIC.
 	Net *Net
-	// Modules are kernel module groups to load besides those the other
-	// parameters imply.
-	Modules []string
 }
 
 // Mount is one host filesystem.
@@ -151,9 +148,6 @@ func (p Params) Encode() (string, error) {
 		}
 		add("mtu", strconv.Itoa(n.MTU))
 	}
-	if len(p.Modules) > 0 {
-		add("modules", strings.Join(p.Modules, ","))
-	}
 	s := strings.Join(params, " ")
 	if len(s) > MaxEncodedLen {
 		return "", fmt.Errorf("boot parameters take %d bytes, more than the %d the kernel command line leaves them (too many mounts?)", len(s), MaxEncodedLen)
@@ -169,8 +163,8 @@ func (p Params) Encode() (string, error) {
 	return s, nil
 }
 
-// equal compares what Encode preserves: a nil and an empty Mounts, Modules
-// or DNS list encode alike.
+// equal compares what Encode preserves: a nil and an empty Mounts or DNS
+// list encode alike.
 func (p Params) equal(q Params) bool {
 	if p.RootNBD != "" {
 		p.RootDevice, q.RootDevice = "", ""
@@ -181,7 +175,7 @@ func (p Params) equal(q Params) bool {
 	return p.RootDevice == q.RootDevice && p.RootNBD == q.RootNBD && p.RootFSType == q.RootFSType &&
 		p.RootWritable == q.RootWritable && p.Hostname == q.Hostname &&
 		(p.VsockPorts == nil) == (q.VsockPorts == nil) && mapsEqual(p.VsockPorts, q.VsockPorts) &&
-		slices.Equal(p.Mounts, q.Mounts) && slices.Equal(p.Modules, q.Modules)
+		slices.Equal(p.Mounts, q.Mounts)
 }
 
 func (n Net) equal(m Net) bool {
@@ -246,7 +240,7 @@ func Parse(cmdline string) (p Params, warnings []string, err error) {
 // known are the parameter names after "sandbox." that this version reads.
 var known = map[string]bool{
 	"v": true, "root": true, "rootfstype": true, "rootmode": true, "hostname": true,
-	"channels": true, "mounts": true, "modules": true,
+	"channels": true, "mounts": true,
 	"ip": true, "gateway": true, "ip6": true, "gateway6": true, "dns": true, "mtu": true,
 }
 
@@ -295,13 +289,6 @@ func (p *Params) set(name, value string) error {
 			return err
 		}
 		p.Mounts = mounts
-	case "modules":
-		for _, g := range strings.Split(value, ",") {
-			if g == "" || len(g) > 64 || strings.Trim(g, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-				return fmt.Errorf("want module group names (a-z, 0-9, -) separated by commas")
-			}
-		}
-		p.Modules = strings.Split(value, ",")
 	default: // the network
 		if p.Net == nil {
 			p.Net = &Net{}

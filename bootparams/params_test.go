@@ -43,7 +43,6 @@ func TestParse(t *testing.T) {
 				DNS: []netip.Addr{netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("fd00::1")}, MTU: 65520,
 			}},
 		},
-		{name: "modules", cmdline: "sandbox.v=1 sandbox.modules=virtiofs,vsock-loopback", want: Params{Modules: []string{"virtiofs", "vsock-loopback"}}},
 
 		{name: "no version", cmdline: "console=ttyS0 sandbox.rootmode=rw", wantErr: "no sandbox.v"},
 		{name: "other version", cmdline: "sandbox.v=2", wantErr: "different releases"},
@@ -58,8 +57,6 @@ func TestParse(t *testing.T) {
 		{name: "empty hostname", cmdline: "sandbox.v=1 sandbox.hostname=", wantErr: "sandbox.hostname"},
 		{name: "hostname with a space", cmdline: `sandbox.v=1 sandbox.hostname="a b"`, wantErr: "sandbox.hostname"},
 		{name: "long hostname", cmdline: "sandbox.v=1 sandbox.hostname=" + strings.Repeat("h", 65), wantErr: "sandbox.hostname"},
-		{name: "bad module group", cmdline: "sandbox.v=1 sandbox.modules=nbd,../x", wantErr: "sandbox.modules"},
-		{name: "empty module group", cmdline: "sandbox.v=1 sandbox.modules=nbd,", wantErr: "sandbox.modules"},
 		{name: "serial channels", cmdline: "sandbox.v=1 sandbox.channels=serial:x=1", wantErr: "sandbox.channels"},
 		{name: "vsock port 0", cmdline: "sandbox.v=1 sandbox.channels=vsock:x=0", wantErr: "sandbox.channels"},
 		{name: "vsock port any", cmdline: "sandbox.v=1 sandbox.channels=vsock:x=4294967295", wantErr: "sandbox.channels"},
@@ -121,7 +118,6 @@ func TestEncodeRoundTrip(t *testing.T) {
 			IP6: netip.MustParsePrefix("fd00::15/64"), Gateway6: netip.MustParseAddr("fd00::2"),
 			DNS: []netip.Addr{netip.MustParseAddr("10.0.2.2")}, MTU: 1500,
 		},
-		Modules: []string{"virtiofs"},
 	}
 	s, err := p.Encode()
 	if err != nil {

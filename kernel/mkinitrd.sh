@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# kernel/mkinitrd.sh INIT_BINARY KERNEL_OUTDIR OUT.cpio
+# kernel/mkinitrd.sh INIT_BINARY OUT.cpio
 #
-# Packs the guest's initramfs: /init (the static INIT_BINARY), the modules
-# that kernel/build.sh put in KERNEL_OUTDIR/modules as /lib/modules/*.ko with
-# /lib/modules/load.order, and the empty mount points init uses.
-# newc, uncompressed (decompressing costs more than reading under TCG),
-# everything owned by 0:0 with a fixed mtime in sorted order, so equal inputs
-# give an identical file. Runs on every build: no cache, it takes milliseconds.
+# Packs a guest initramfs: /init (the static INIT_BINARY) and the empty
+# mount points sandbox-init uses. No modules: the kernel has its drivers
+# built in (kernel/README.md). newc, uncompressed (decompressing costs more
+# than reading under TCG), everything owned by 0:0 with a fixed mtime in
+# sorted order, so equal inputs give an identical file. Runs on every build:
+# no cache, it takes milliseconds. `npm run bench` packs its kernel floor's
+# one-line init (bench/kernelfloor) with it too.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,22 +21,16 @@ check_static() {
 }
 
 main() {
-  (($# == 3)) || die "usage: kernel/mkinitrd.sh INIT_BINARY KERNEL_OUTDIR OUT.cpio"
-  local init=$1 mods=$2/modules out=$3 ko
+  (($# == 2)) || die "usage: kernel/mkinitrd.sh INIT_BINARY OUT.cpio"
+  local init=$1 out=$2
   [[ -f $init ]] || die "no init binary at $init"
-  [[ -f $mods/load.order ]] || die "no $mods/load.order: run kernel/build.sh $2 first"
   check_static "$init"
 
   stage=$(mktemp -d) # global: the EXIT trap runs after main returns
   trap 'rm -rf "$stage"' EXIT
-  mkdir -p "$stage"/{lib/modules,proc,sys,dev,newroot,tmp}
+  mkdir -p "$stage"/{proc,sys,dev,newroot,tmp}
   install -m 0755 "$init" "$stage/init"
-  # Each line: the module's file name, then the groups it loads for.
-  while read -r ko _; do
-    install -m 0644 "$mods/$ko" "$stage/lib/modules/$ko"
-  done <"$mods/load.order"
-  install -m 0644 "$mods/load.order" "$stage/lib/modules/load.order"
-  chmod 0755 "$stage" "$stage"/{lib,lib/modules,proc,sys,dev,newroot}
+  chmod 0755 "$stage" "$stage"/{proc,sys,dev,newroot}
   chmod 1777 "$stage/tmp"
   find "$stage" -exec touch -h -d @0 {} +
 

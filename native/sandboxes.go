@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/bridge/napi"
@@ -72,6 +73,7 @@ type bootResponse struct {
 }
 
 func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, error) {
+	started := time.Now()
 	cow := !req.RootDisk.ReadOnly
 	if cow && req.RootDisk.BlockSize <= 0 {
 		return bootResponse{}, &napi.Error{Code: protocol.CodeInvalidRequest, Message: fmt.Sprintf("rootDisk.blockSize %d: a copy-on-write root needs its store's block size", req.RootDisk.BlockSize)}
@@ -147,6 +149,10 @@ func boot(ctx context.Context, r *napi.Request, req bootRequest) (bootResponse, 
 	id := nextID
 	sandboxes[id] = &sandbox{env: r.Env, lane: l, events: events}
 	sandboxesMu.Unlock()
+	if set.Debug {
+		fmt.Fprintf(os.Stderr, "sandbox: boot %d on %s (%s), kernel %s: ready after %d ms; guest clock: %s\n",
+			id, engine.Name(), engine.Accel, l.Guest.KernelRelease, time.Since(started).Milliseconds(), l.Timeline())
+	}
 	return bootResponse{ID: id}, nil
 }
 

@@ -98,14 +98,6 @@ func (p *initProcess) run() error {
 		p.log.logf("warning: %s", w)
 	}
 
-	// Only the modules this boot uses: loading is slow under TCG.
-	n, err := loadModules(modulesDir, moduleGroups(cfg))
-	if err != nil {
-		return err
-	}
-	p.mark("modules")
-	p.log.logf("loaded %d kernel modules", n)
-
 	channel.Configure(cfg.VsockPorts)
 	if cfg.RootNBD != "" {
 		dev, err := attachRootNBD(cfg.RootNBD, p.log)

@@ -80,7 +80,7 @@ func waitForBlockDevice(path string, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("root device %s did not appear within %v (is the disk attached, and its driver built in or listed in load.order?)", path, timeout)
+			return fmt.Errorf("root device %s did not appear within %v (is the disk attached, and its driver built into the kernel?)", path, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench: builds what is missing, then prints the library's speed as
-# ratios against a floor measured in the same run (bench/run.mjs), then the
+# ratios against floors measured in the same run (bench/run.mjs), then the
 # network's against slirp4netns (bench/net), then every promise of
 # SPECIFICATION.md next to this run's ratios, saying which hold
 # (bench/promises.mjs).
@@ -17,6 +17,12 @@ go build -o build/bench-disk ./bench/disk
 # into the cache); without it, bench/run.mjs says why it skipped the row.
 SANDBOX_TEST_S3_SERVER=$(bash scripts/build-s3-server.sh) || SANDBOX_TEST_S3_SERVER=
 export SANDBOX_TEST_S3_SERVER
+# The kernel floor: Debian's kernel beside ours (kernel/distro.sh, cached),
+# and an initrd whose init writes one line and resets (bench/kernelfloor).
+bash kernel/distro.sh build/distro-kernel >&2
+go build -o build/bench-kernelfloor ./bench/kernelfloor
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o build/kernelfloor-init ./bench/kernelfloor/init
+bash kernel/mkinitrd.sh build/kernelfloor-init build/kernelfloor.cpio
 node bench/run.mjs
 
 # Network figures (bench/net): netpolicy vs slirp4netns (baseline) and pasta,

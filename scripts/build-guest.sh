@@ -2,7 +2,7 @@
 # scripts/build-guest.sh INIT_BINARY PLATFORM_DIR
 #
 # Builds the guest artifacts of one platform package:
-#   PLATFORM_DIR/artifacts/kernel/{vmlinux,modules/,kernel.json}   kernel/build.sh
+#   PLATFORM_DIR/artifacts/kernel/{vmlinux,config,kernel.json}     kernel/build.sh
 #   PLATFORM_DIR/artifacts/kernel/initrd.cpio                      kernel/mkinitrd.sh
 #   PLATFORM_DIR/artifacts/images/{*.qcow2,catalog.json}           images/build.sh
 #   <image package>/artifacts/images/{*.qcow2,catalog.json}        images/build.sh
@@ -36,7 +36,7 @@ main() {
   local init=$1 out=$2/artifacts name
   [[ -f $init ]] || die "no init binary at $init (build sandbox-init first)"
   step kernel "$root/kernel/build.sh" "$out/kernel"
-  step initrd "$root/kernel/mkinitrd.sh" "$init" "$out/kernel" "$out/kernel/initrd.cpio"
+  step initrd "$root/kernel/mkinitrd.sh" "$init" "$out/kernel/initrd.cpio"
   for name in "${IMAGES[@]}"; do
     step "image $name" "$root/images/build.sh" "$name" "$out"
   done

@@ -16,7 +16,7 @@ pkg=platform-packages/$platform
 step() { printf '==> %s\n' "$*"; }
 
 # Build tools and the QEMU engine the runtime uses.
-need_pkgs gcc qemu-system-x86 qemu-utils debootstrap cpio e2fsprogs zstd xz-utils binutils kmod jq
+need_pkgs gcc qemu-system-x86 qemu-utils debootstrap cpio e2fsprogs zstd xz-utils binutils jq
 command -v go >/dev/null || die "Go is not on PATH; install Go 1.26 (https://go.dev/dl) and retry"
 command -v npm >/dev/null || die "npm is not on PATH; install Node.js 20 or newer"
 

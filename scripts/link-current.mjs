@@ -12,7 +12,7 @@
 // file under platform-packages/ (new inode), and a copy or hard link would
 // keep serving the old one. Why not one symlink for the directory: Node
 // resolves the package's realpath, and the runtime would then see everything
-// in platform-packages/<platform>/, shipped or not (e.g. kernel modules the
+// in platform-packages/<platform>/, shipped or not (e.g. the kernel .config the
 // package leaves out). package.json is a real file so that the resolved
 // package directory is the one under node_modules.
 //

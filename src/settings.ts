@@ -24,6 +24,8 @@ export interface NativeSettings {
   readonly bootTimeoutMs: string;
   /** SANDBOX_CONSOLE_OUTPUT: a file that also gets the guest console, or "". */
   readonly consoleOutput: string;
+  /** SANDBOX_DEBUG: set and not "0" prints each boot's timeline on stderr. */
+  readonly debug: string;
   /** SANDBOX_CACHE_DIR, else $XDG_CACHE_HOME/torkbot-sandbox, else ~/.cache/torkbot-sandbox. */
   readonly cacheDir: string;
   /** NODE_EXTRA_CA_CERTS: certificates trusted besides the system roots for intercepted HTTPS. */
@@ -45,6 +47,7 @@ export const SETTING_VARIABLES = [
   "SANDBOX_KRUN_HELPER",
   "SANDBOX_BOOT_TIMEOUT_MS",
   "SANDBOX_CONSOLE_OUTPUT",
+  "SANDBOX_DEBUG",
   "SANDBOX_CACHE_DIR",
   "XDG_CACHE_HOME",
   "HOME",
@@ -71,6 +74,7 @@ export function readSettings(env: NodeJS.ProcessEnv = process.env): NativeSettin
     krunHelper: get("SANDBOX_KRUN_HELPER"),
     bootTimeoutMs: get("SANDBOX_BOOT_TIMEOUT_MS"),
     consoleOutput: get("SANDBOX_CONSOLE_OUTPUT"),
+    debug: get("SANDBOX_DEBUG"),
     cacheDir: cacheDirectory(env),
     extraCaCerts: get("NODE_EXTRA_CA_CERTS"),
     tmpdir: temporaryDirectory(env),

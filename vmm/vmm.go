@@ -16,7 +16,7 @@ import (
 // Spec is everything an engine needs to start a guest, and nothing else.
 type Spec struct {
 	Kernel string // uncompressed vmlinux (ELF with a PVH note)
-	Initrd string // newc cpio holding sandbox-init and the guest's modules
+	Initrd string // newc cpio holding sandbox-init
 	// Boot is what init reads from the kernel command line
 	// (bootparams/CMDLINE.md). Engines fill in what only they know (how
 	// channels and the root disk reach the guest, a NIC's real MTU) on

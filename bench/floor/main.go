@@ -5,7 +5,11 @@
 // with QEMU reading the image itself (the library serves it over NBD, so
 // that cost is part of what the ratio shows).
 //
-// It prints one JSON object: {"coldMs": [...], "execUs": [...]}.
+// It prints one JSON object: {"coldMs": [...], "execUs": [...], "boot":
+// [{"init": ms, "root": ms, "ready": ms, "hello": ms}, ...]}, boot being
+// each boot's timeline: sandbox-init's milestones on the guest's clock,
+// which starts with the kernel, and "hello" the wall time from starting
+// the VMM to the guest's hello.
 package main
 
 import (
@@ -40,8 +44,9 @@ func run(kernel, initrd, image string, boots, execs int) error {
 		return err
 	}
 	var out struct {
-		ColdMs []float64 `json:"coldMs"`
-		ExecUs []float64 `json:"execUs"`
+		ColdMs []float64            `json:"coldMs"`
+		ExecUs []float64            `json:"execUs"`
+		Boot   []map[string]float64 `json:"boot"`
 	}
 	for i := range boots {
 		started := time.Now()
@@ -53,6 +58,11 @@ func run(kernel, initrd, image string, boots, execs int) error {
 			return err
 		}
 		client := g.Client
+		timeline := map[string]float64{"hello": float64(time.Since(started).Microseconds()) / 1e3}
+		for _, e := range g.Info.Boot {
+			timeline[e.Name] = float64(e.At.Microseconds()) / 1e3
+		}
+		out.Boot = append(out.Boot, timeline)
 		var got []byte
 		code, err := client.Run(ctx, control.Command{Name: "printf", Args: []string{"ready"}}, func(_ control.FD, b []byte) { got = append(got, b...) })
 		if err != nil || code != 0 || string(got) != "ready" {

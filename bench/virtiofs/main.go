@@ -28,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/torkbot/sandbox/bootparams"
 	"github.com/torkbot/sandbox/control"
 	"github.com/torkbot/sandbox/vmm"
 	"github.com/torkbot/sandbox/vmm/qemu"
@@ -81,12 +80,10 @@ func run(kernel, initrd, image, virtiofsd string, workloads [][2]string) (map[st
 		}
 	}
 
-	// The library's TCG command line (vmm/qemu), TSC rate included.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	g, err := vmmtest.Boot(ctx, virtiofsQEMU{sock: sock}, vmm.Spec{
 		Kernel: kernel, Initrd: initrd, CPUs: 1, MemoryMiB: 512,
-		Boot:     bootparams.Params{Modules: []string{"virtiofs"}},
 		RootDisk: vmm.Disk{Path: image, Format: "qcow2", ReadOnly: true},
 	})
 	if err != nil {
@@ -146,13 +143,13 @@ func (e virtiofsQEMU) Start(ctx context.Context, spec vmm.Spec) (vmm.Machine, er
 		return nil, err
 	}
 	// The library's TCG command line (vmm/qemu), TSC rate included.
-	cmdline := fmt.Sprintf("console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog tsc_early_khz=%d %s", qemu.HostTSCKHz(), boot)
+	cmdline := qemu.Cmdline(qemu.AccelTCG) + " " + boot
 	var files vmm.ExtraFiles
 	defer files.Close()
 	args := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", "tcg",
 		"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", spec.MemoryMiB),
-		"-M", "microvm,memory-backend=mem", "-m", fmt.Sprint(spec.MemoryMiB), "-smp", fmt.Sprint(spec.CPUs),
+		"-M", qemu.Machine + ",memory-backend=mem", "-m", fmt.Sprint(spec.MemoryMiB), "-smp", fmt.Sprint(spec.CPUs),
 		"-global", "virtio-mmio.force-legacy=false",
 		"-kernel", spec.Kernel, "-initrd", spec.Initrd, "-append", cmdline,
 		"-serial", "null",

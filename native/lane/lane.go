@@ -134,10 +134,6 @@ type Config struct {
 	// keeps temporary files: those of the boot() call (vmm.Spec).
 	Env     []string
 	TempDir string
-	// ModuleGroups are kernel module groups (kernel/modules.list) to load
-	// besides those the lane's features need; for tests and benchmarks
-	// that use more of the guest kernel.
-	ModuleGroups []string
 }
 
 // Mount is one host-implemented filesystem, served to the guest over FUSE.
@@ -289,7 +285,6 @@ func (b *booting) openConsole(context.Context) error {
 		Console:   b.tail,
 		Env:       b.cfg.Env,
 		TempDir:   b.cfg.TempDir,
-		Boot:      bootparams.Params{Modules: b.cfg.ModuleGroups},
 	}
 	if b.cfg.ConsoleOutput == "" {
 		return nil

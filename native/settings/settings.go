@@ -30,6 +30,7 @@ type Request struct {
 	KrunHelper    string `json:"krunHelper"`    // SANDBOX_KRUN_HELPER
 	BootTimeoutMs string `json:"bootTimeoutMs"` // SANDBOX_BOOT_TIMEOUT_MS, as written
 	ConsoleOutput string `json:"consoleOutput"` // SANDBOX_CONSOLE_OUTPUT
+	Debug         string `json:"debug"`         // SANDBOX_DEBUG
 	// CacheDir is SANDBOX_CACHE_DIR, or its default under XDG_CACHE_HOME or
 	// HOME, resolved by TypeScript.
 	CacheDir     string `json:"cacheDir"`
@@ -51,9 +52,12 @@ type Settings struct {
 	Engines       engines.Settings
 	BootTimeout   time.Duration
 	ConsoleOutput string // "" for none
-	ExtraCACerts  string // a PEM file's path, or ""
-	Env           []string
-	TempDir       string
+	// Debug prints each boot's timeline on stderr (SANDBOX_DEBUG set and
+	// not "0").
+	Debug        bool
+	ExtraCACerts string // a PEM file's path, or ""
+	Env          []string
+	TempDir      string
 }
 
 // Resolve checks r and derives the Settings. Its errors name the variable
@@ -82,6 +86,7 @@ func (r Request) Resolve() (Settings, error) {
 		},
 		BootTimeout:   timeout,
 		ConsoleOutput: r.ConsoleOutput,
+		Debug:         r.Debug != "" && r.Debug != "0",
 		ExtraCACerts:  r.ExtraCACerts,
 		Env:           env,
 		TempDir:       r.TempDir,

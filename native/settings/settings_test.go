@@ -16,7 +16,7 @@ func TestResolve(t *testing.T) {
 	var r settings.Request
 	err := json.Unmarshal([]byte(`{
 		"engine": "krun", "accel": "tcg", "qemu": "/q", "libkrun": "/l", "krunHelper": "/h",
-		"bootTimeoutMs": "1500", "consoleOutput": "/c.log", "cacheDir": "/cache",
+		"bootTimeoutMs": "1500", "consoleOutput": "/c.log", "debug": "1", "cacheDir": "/cache",
 		"extraCaCerts": "/ca.pem", "tmpdir": "/tmp/x", "path": "/bin:/usr/bin",
 		"env": {"PATH": "/bin:/usr/bin", "TMPDIR": "/tmp/x", "A": "1"}}`), &r)
 	if err != nil {
@@ -35,7 +35,7 @@ func TestResolve(t *testing.T) {
 	if !slices.Equal(s.Env, wantEnv) || !slices.Equal(e.Env, wantEnv) {
 		t.Errorf("environment %q / %q, want %q (sorted)", s.Env, e.Env, wantEnv)
 	}
-	if s.BootTimeout != 1500*time.Millisecond || s.ConsoleOutput != "/c.log" || s.ExtraCACerts != "/ca.pem" || s.TempDir != "/tmp/x" {
+	if s.BootTimeout != 1500*time.Millisecond || s.ConsoleOutput != "/c.log" || !s.Debug || s.ExtraCACerts != "/ca.pem" || s.TempDir != "/tmp/x" {
 		t.Errorf("settings %+v", s)
 	}
 }
@@ -45,7 +45,7 @@ func TestResolveDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.BootTimeout != settings.DefaultBootTimeout || s.Env == nil || len(s.Env) != 0 || s.Engines.Engine != "" {
+	if s.BootTimeout != settings.DefaultBootTimeout || s.Debug || s.Env == nil || len(s.Env) != 0 || s.Engines.Engine != "" {
 		t.Errorf("defaults %+v", s)
 	}
 }

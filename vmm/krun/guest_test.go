@@ -28,8 +28,8 @@ import (
 )
 
 // The guest half of the libkrun engine runs here in real VMs on the QEMU
-// engine (libkrun cannot run on these machines): the same guest kernel,
-// modules and sandbox-init, with the transports QEMU offers.
+// engine (libkrun cannot run on these machines): the same guest kernel
+// and sandbox-init, with the transports QEMU offers.
 
 func qemuEngine(t *testing.T, kernel, initrd string) *qemu.Engine {
 	e, err := qemu.New(context.Background(), qemu.Options{Path: os.Getenv("PATH"), Env: os.Environ()}, kernel, initrd)
@@ -73,9 +73,6 @@ func TestGuestPaths(t *testing.T) {
 		BootTimeout: time.Minute,
 		Mounts:      []lane.Mount{{Target: "/workspace", FS: vfstest.NewMemFS(files)}},
 		Log:         os.Stderr,
-		// vsock_loopback is the vsock transport on QEMU; nbd is not loaded
-		// for a root on virtio-blk.
-		ModuleGroups: []string{"vsock-loopback", "nbd"},
 	})
 	if err != nil {
 		t.Fatal(err)

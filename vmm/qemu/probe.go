@@ -40,7 +40,7 @@ func chooseAccel(ctx context.Context, binary, kernel, initrd string, opts Option
 func kvmBoots(ctx context.Context, binary, kernel, initrd string, env []string) bool {
 	booted, _, _ := vmm.ProbeBoot(ctx, vmm.Command(env, binary,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-accel", "kvm", "-cpu", "host", "-M", "microvm", "-m", "128", "-smp", "1",
+		"-accel", "kvm", "-cpu", "host", "-M", Machine, "-m", "128", "-smp", "1",
 		"-kernel", kernel, "-initrd", initrd,
 		// Not quiet: vmm.InitMarker is a loglevel-7 message.
 		"-append", "console=ttyS0 loglevel=7 panic=-1",

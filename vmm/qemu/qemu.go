@@ -106,11 +106,30 @@ func findBinary(explicit, pathList string) (string, error) {
 	return path, nil
 }
 
+// Machine is the -M value: QEMU's microvm without ACPI. Our kernel has no
+// ACPI (kernel/README.md); QEMU then describes the CPUs in an MP table and
+// passes the virtio-mmio devices on the command line (virtio_mmio.device=),
+// and the kernel needs no ACPI tables to parse.
+const Machine = "microvm,acpi=off"
+
 // Kernel parameters that cut boot time under emulation (measured in
-// shared/reference/vm-boot-spike): no self-tests, no watchdogs, no PCI scan
-// (microvm devices come from ACPI), one UART, and panic → power off so a
-// broken guest ends the VMM rather than hanging.
-const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog"
+// shared/reference/vm-boot-spike and kernel/README.md): no self-tests, no
+// watchdogs, no PCI scan, one UART, panic → reset so a broken guest ends the
+// VMM rather than hanging, and a reset by triple fault, at once (the
+// default first tries a keyboard controller microvm does not have, for
+// about a second). QEMU ends on the reset (-no-reboot).
+const baseCmdline = "console=ttyS0 quiet panic=-1 reboot=t cryptomgr.notests init_on_alloc=0 tsc=reliable no_timer_check 8250.nr_uarts=1 mitigations=off pci=off audit=0 lsm=capability rodata=off nowatchdog"
+
+// Cmdline is the kernel command line of a machine on accel, before the
+// spec's own parameters.
+func Cmdline(accel string) string {
+	if accel == AccelTCG {
+		// TCG has no paravirtual clock: the TSC rate would be calibrated
+		// against the emulated PIT, slowly and badly.
+		return baseCmdline + fmt.Sprintf(" tsc_early_khz=%d", HostTSCKHz())
+	}
+	return baseCmdline
+}
 
 // args is QEMU's command line for spec, whose boot parameters are already
 // encoded as boot, and the files QEMU inherits, in exec.Cmd.ExtraFiles
@@ -118,15 +137,11 @@ const baseCmdline = "console=ttyS0 quiet panic=-1 cryptomgr.notests init_on_allo
 // two cannot disagree.
 func (e *Engine) args(spec vmm.Spec, boot string) ([]string, *vmm.ExtraFiles) {
 	var files vmm.ExtraFiles
-	cmdline := baseCmdline
-	if e.accel == AccelTCG {
-		cmdline += fmt.Sprintf(" tsc_early_khz=%d", HostTSCKHz())
-	}
-	cmdline += " " + boot
+	cmdline := Cmdline(e.accel) + " " + boot
 	args := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-accel", e.accel,
-		"-M", "microvm",
+		"-M", Machine,
 		"-m", fmt.Sprint(spec.MemoryMiB),
 		"-smp", fmt.Sprint(spec.CPUs),
 		"-kernel", spec.Kernel,

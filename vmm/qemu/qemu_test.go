@@ -24,7 +24,7 @@ func TestArgs(t *testing.T) {
 	}, "sandbox.v=1 sandbox.rootmode=rw")
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
-		"-accel tcg", "-M microvm", "-m 768", "-smp 2", "-no-reboot",
+		"-accel tcg", "-M microvm,acpi=off", "-m 768", "-smp 2", "-no-reboot",
 		"-kernel /k/vmlinux", "-initrd /k/initrd.cpio",
 		// A comma in a path is doubled: QEMU's option syntax.
 		"-drive file=/img/a,,b.qcow2,format=qcow2,if=none,id=root,readonly=on",
@@ -36,7 +36,8 @@ func TestArgs(t *testing.T) {
 		}
 	}
 	cmdline := args[slices.Index(args, "-append")+1]
-	if !strings.HasSuffix(cmdline, " sandbox.v=1 sandbox.rootmode=rw") || !strings.Contains(cmdline, " tsc_early_khz=") || !strings.Contains(cmdline, "panic=-1") {
+	// reboot=t: init ends the VM with a reset (sandbox-init/shutdown.go).
+	if !strings.HasSuffix(cmdline, " sandbox.v=1 sandbox.rootmode=rw") || !strings.Contains(cmdline, " tsc_early_khz=") || !strings.Contains(cmdline, "panic=-1") || !strings.Contains(cmdline, " reboot=t ") {
 		t.Errorf("cmdline %q", cmdline)
 	}
 	if strings.Contains(cmdline, "noapictimer") {

@@ -15,6 +15,8 @@ import (
 type Guest struct {
 	Machine vmm.Machine
 	Client  *control.Client
+	// Info is what init said in its hello, its boot timeline included.
+	Info control.GuestInfo
 }
 
 // Boot starts spec with engine, adding the "control" channel, and completes
@@ -43,7 +45,7 @@ func Boot(ctx context.Context, engine vmm.Engine, spec vmm.Spec) (*Guest, error)
 	g := &Guest{Machine: m, Client: client}
 	hctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if _, err := client.Handshake(hctx, control.Setup{}); err != nil {
+	if g.Info, err = client.Handshake(hctx, control.Setup{}); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("control handshake: %w (VMM %s)", err, exitStatus(m))
 	}

@@ -9,6 +9,8 @@
 //	spawn {id, command, args, cwd, env}, handler("started" once running, then
 //	      "stdout"|"stderr", chunk) → {exitCode}
 //	close {id} → {}
+//	stats {} → {goroutines, sandboxes}: the counters a leak check needs that
+//	      /proc cannot show (scripts/soak.mjs, tests/e2e/faults.test.mjs)
 //
 // Errors reach JS with a stable `code` (see codes.go).
 package main
@@ -39,6 +41,7 @@ func init() {
 	napi.Handle("exec", jsonMethod(execute))
 	napi.Handle("spawn", jsonMethod(spawn))
 	napi.Handle("close", jsonMethod(closeSandbox))
+	napi.Handle("stats", jsonMethod(stats))
 	napi.OnEnvTeardown(killEnvSandboxes)
 }
 
@@ -55,4 +58,18 @@ func jsonMethod[Req, Resp any](f func(context.Context, *napi.Request, Req) (Resp
 		}
 		return json.Marshal(resp)
 	}
+}
+
+type statsResponse struct {
+	Goroutines int `json:"goroutines"`
+	Sandboxes  int `json:"sandboxes"`
+}
+
+// stats reports what the addon holds: goroutines (each sandbox's services,
+// flows and calls in flight run on some) and booted sandboxes not closed.
+func stats(context.Context, *napi.Request, struct{}) (statsResponse, error) {
+	sandboxesMu.Lock()
+	n := len(sandboxes)
+	sandboxesMu.Unlock()
+	return statsResponse{Goroutines: runtime.NumGoroutine(), Sandboxes: n}, nil
 }

@@ -506,11 +506,11 @@ func (l *Lane) Close(ctx context.Context) error {
 		}
 		cancel()
 	}
+	perr := l.release()
 	cause := err
 	if cause == nil {
 		cause = l.exitedError() // the session was lost: the VMM died
 	}
-	perr := l.release()
 	if perr == nil {
 		perr = l.root.persist(ctx, synced, cause)
 	}

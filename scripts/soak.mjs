@@ -18,15 +18,14 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 1000));
 await settle();
 const before = await hostCounters();
 console.log(JSON.stringify({ cycle: 0, ...before }));
-// A close that fails (e.g. a guest that cannot shut down within its grace
-// on an overloaded host) is counted, not fatal: what it leaves is the point.
+// A close that fails (a guest that cannot shut down within its grace on an
+// overloaded host) is counted, not fatal: what it leaves is the point.
 let closeErrors = 0;
 for (let i = 1; i <= cycles; i++) {
-  try {
-    await soakCycle(i);
-  } catch (error) {
+  const error = await soakCycle(i);
+  if (error !== undefined) {
     closeErrors++;
-    console.log(JSON.stringify({ cycle: i, error: String(error.message).split("\n")[0] }));
+    console.log(JSON.stringify({ cycle: i, closeError: String(error.message).split("\n")[0] }));
   }
   if (i % 10 === 0 || i === cycles) console.log(JSON.stringify({ cycle: i, ...(await hostCounters()), closeErrors, elapsedS: Math.round((Date.now() - started) / 1000) }));
 }

@@ -492,11 +492,14 @@ func (l *Lane) Close(ctx context.Context) error {
 		// A VMM that died meanwhile (killed, crashed) breaks the session in
 		// more ways than ErrSessionLost; that is not a failed shutdown but
 		// the VMM's exit, which persist reports.
-		// On an ephemeral root, init failing its read-only remount (after
-		// the guest filled the bound and ext4 aborted its journal) loses
-		// nothing: the root is thrown away.
-		ephemeralOnly := l.root.ephemeral && errors.As(serr, new(*control.GuestError))
-		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
+		// A root with nothing to persist (read-only, or ephemeral: thrown
+		// away) loses nothing to a guest that fails its shutdown (e.g. the
+		// read-only remount, after the guest filled an ephemeral root's
+		// bound and ext4 aborted its journal) or is too starved of CPU to
+		// finish it within the grace: host mounts are written through
+		// (no writeback cache), so the kill below is the whole close.
+		nothingToPersist := l.root.cow == nil || l.root.ephemeral
+		if serr != nil && !nothingToPersist && !errors.Is(serr, control.ErrSessionLost) && !machineExited(l.machine) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {

@@ -412,6 +412,12 @@ func (d *Device) Flush(ctx context.Context) error {
 	if err := d.store.Write(ctx, chunks); err != nil {
 		return fmt.Errorf("cannot write %d blocks to store: %w", len(chunks), err)
 	}
+	// A store may take a Write past the end of the caller's interest (its
+	// lane closed without waiting for it, see native/lane): making those
+	// blocks durable now would persist what close reported as dropped.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("cannot flush store: %w", err)
+	}
 	if err := d.store.Flush(ctx); err != nil {
 		return fmt.Errorf("cannot flush store: %w", err)
 	}

@@ -380,3 +380,44 @@ func TestConcurrent(t *testing.T) {
 		t.Fatal("concurrent writes lost")
 	}
 }
+
+// slowWriteStore's Write returns only once told to, whatever its context.
+type slowWriteStore struct {
+	*memstore.Store
+	release chan struct{}
+	flushes int
+}
+
+func (s *slowWriteStore) Write(ctx context.Context, chunks []blockstore.Chunk) error {
+	<-s.release
+	return s.Store.Write(context.WithoutCancel(ctx), chunks)
+}
+
+func (s *slowWriteStore) Flush(ctx context.Context) error {
+	s.flushes++
+	return s.Store.Flush(ctx)
+}
+
+// TestLateWriteIsNotFlushed: a Write that returns after its caller gave up
+// (the lane closed without waiting) is not followed by the Flush that would
+// make it durable.
+func TestLateWriteIsNotFlushed(t *testing.T) {
+	const bs = 512
+	base := randomBase(8*bs, 5)
+	st := &slowWriteStore{Store: memstore.New(bs), release: make(chan struct{})}
+	d := open(t, base, st, 0)
+	if err := d.WriteAt(context.Background(), bytes.Repeat([]byte{1}, bs), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, giveUp := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Flush(ctx) }()
+	giveUp()
+	close(st.release)
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("flush after giving up: %v, want context.Canceled", err)
+	}
+	if st.flushes != 0 || len(st.Blocks()) != 0 {
+		t.Fatalf("%d store flushes, %d durable blocks after a late write: want none", st.flushes, len(st.Blocks()))
+	}
+}

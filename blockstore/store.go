@@ -31,8 +31,9 @@
 // on close, and drops them when the VMM died first, so the store keeps the
 // state of the guest's last completed flush (ext4 replays its journal at the
 // next mount). If the host process dies, nothing more is written, and a
-// Write in flight is never followed by its Flush. docs/cow.md has the whole
-// table.
+// Write in flight is never followed by its Flush; nor is a Write that
+// returns after the context of its Device.Flush ended. docs/cow.md has the
+// whole table.
 package blockstore
 
 import (
@@ -61,7 +62,8 @@ type Store interface {
 	List(ctx context.Context) ([]uint64, error)
 	// Read returns blocks start..start+count-1, each of which the store holds.
 	Read(ctx context.Context, start uint64, count int) ([]Chunk, error)
-	// Write stores whole blocks. It is always followed by Flush.
+	// Write stores whole blocks. It is followed by Flush, unless the
+	// Device's caller gave up on the Write before it returned.
 	Write(ctx context.Context, chunks []Chunk) error
 	// Flush makes the preceding Writes durable.
 	Flush(ctx context.Context) error

@@ -15,6 +15,8 @@
 //	spawn {id, command, args, cwd, env} → {exitCode}; handler gets started
 //	      once the process runs, then stdout/stderr chunks
 //	close {id} → {}
+//	stats {} → {goroutines, sandboxes}: the counters a leak check needs that
+//	      /proc cannot show (scripts/soak.mjs, tests/e2e/faults.test.mjs)
 //
 // Errors reach JS with a stable `code` (protocol.Code*, see codes.go).
 package main
@@ -43,6 +45,7 @@ func init() {
 	napi.Handle(protocol.MethodExec, jsonMethod(execute))
 	napi.Handle(protocol.MethodSpawn, jsonMethod(spawn))
 	napi.Handle(protocol.MethodClose, jsonMethod(closeSandbox))
+	napi.Handle(protocol.MethodStats, jsonMethod(stats))
 	napi.OnEnvTeardown(killEnvSandboxes)
 }
 
@@ -59,4 +62,18 @@ func jsonMethod[Req, Resp any](f func(context.Context, *napi.Request, Req) (Resp
 		}
 		return json.Marshal(resp)
 	}
+}
+
+type statsResponse struct {
+	Goroutines int `json:"goroutines"`
+	Sandboxes  int `json:"sandboxes"`
+}
+
+// stats reports what the addon holds: goroutines (each sandbox's services,
+// flows and calls in flight run on some) and booted sandboxes not closed.
+func stats(context.Context, *napi.Request, struct{}) (statsResponse, error) {
+	sandboxesMu.Lock()
+	n := len(sandboxes)
+	sandboxesMu.Unlock()
+	return statsResponse{Goroutines: runtime.NumGoroutine(), Sandboxes: n}, nil
 }

@@ -14,6 +14,8 @@ export const NativeMethods = {
   exec: "exec",
   spawn: "spawn",
   close: "close",
+  /** Leak counters for tests and scripts/soak.mjs; not the public API. */
+  stats: "stats",
 } as const;
 
 /** handler(event, payload) names, by the module that answers them. */

@@ -19,14 +19,19 @@
 //
 // One store serves at most one running sandbox in this process: attach()
 // claims it at boot and the claim ends when that sandbox's close() settles
-// or its boot fails. A store's own optional attach()/detach() hooks (a lease
-// across machines, e.g. @torkbot/sandbox/s3) run inside that claim.
+// or its boot fails, and no write() or flush() of it is still in flight:
+// close() gives up on a store call that does not answer (native/lane), but
+// the call may still land, and must not land on the next sandbox's blocks.
+// A store's own optional attach()/detach() hooks (a lease across machines,
+// e.g. @torkbot/sandbox/s3) run inside that claim.
 
 import { NativeEvents } from "./addon-protocol.js";
 import { codedError, ErrorCodes, errorCode } from "./errors.js";
 import type { SandboxBlockChunk, SandboxBlockStore, SandboxBlockStoreContext } from "./rootfs.js";
 
 const attached = new WeakSet<SandboxBlockStore>();
+/** The store's write() and flush() calls in flight, settled or not yet. */
+const mutations = new WeakMap<SandboxBlockStore, Set<Promise<unknown>>>();
 
 /**
  * Claims `store` for one boot; throws ERR_SANDBOX_STORE_IN_USE when a running
@@ -43,9 +48,29 @@ export function attach(store: SandboxBlockStore): () => void {
   attached.add(store);
   let released = false;
   return () => {
-    if (!released) attached.delete(store);
+    if (released) return;
     released = true;
+    if (!(mutations.get(store)?.size ?? 0)) attached.delete(store);
+    else void settled(store).then(() => attached.delete(store));
   };
+}
+
+/** Resolves once no write() or flush() of `store` is in flight. */
+async function settled(store: SandboxBlockStore): Promise<void> {
+  const inFlight = mutations.get(store);
+  while (inFlight !== undefined && inFlight.size > 0) await Promise.allSettled([...inFlight]);
+}
+
+/** Runs a write() or flush() of `store`, tracked until it settles. */
+function mutation(store: SandboxBlockStore, run: () => Promise<Uint8Array | undefined>): Promise<Uint8Array | undefined> {
+  let inFlight = mutations.get(store);
+  if (inFlight === undefined) mutations.set(store, (inFlight = new Set()));
+  const call = guarded(run);
+  const tracked = inFlight;
+  tracked.add(call);
+  const forget = () => tracked.delete(call);
+  call.then(forget, forget);
+  return call;
 }
 
 const U64_LIMIT = 1n << 64n;
@@ -87,13 +112,13 @@ export function blockStoreEventHandler(
       }
       case NativeEvents.blockWrite: {
         const chunks = decodeWrite(payload);
-        return guarded(async () => {
+        return mutation(store, async () => {
           await store.write(chunks, context);
           return undefined;
         });
       }
       case NativeEvents.blockFlush:
-        return guarded(async () => {
+        return mutation(store, async () => {
           await store.flush?.(context);
           return undefined;
         });

@@ -118,11 +118,17 @@ async function run(
       const id = r.abortId ?? -1;
       reads.set(id, controller);
       try {
-        return await fs.read({
+        const contents: unknown = await fs.read({
           path: r.path,
           range: { offset: r.offset ?? 0, length: r.length ?? 0 },
           signal: controller.signal,
         });
+        // The native side would take any other value as its text: the
+        // guest would read "42" or "[object Object]" as file contents.
+        if (!(contents instanceof Uint8Array)) {
+          throw new Error(`read() must resolve to a Uint8Array, got ${contents === null ? "null" : typeof contents}`);
+        }
+        return contents;
       } finally {
         reads.delete(id);
       }

@@ -28,7 +28,9 @@
 // context says, and return only when the store answered: a write that
 // landed after its lane was closed could overwrite the blocks of the next
 // lane booted from the same store. (If the JavaScript environment itself
-// goes away, the call fails: nothing can land any more.)
+// goes away, the call fails: nothing can land any more.) Their caller may
+// stop waiting for them (native/lane does, after 30 s); the JavaScript side
+// keeps the store claimed until they settle.
 package eventstore
 
 import (

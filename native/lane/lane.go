@@ -582,7 +582,7 @@ func (l *Lane) Close(ctx context.Context) error {
 		// Already gone: nothing to shut down cleanly, nothing was lost that a
 		// read-only root could lose (a COW root: see persist).
 	default:
-		sctx, cancel := context.WithTimeout(ctx, shutdownGrace)
+		sctx, cancel := l.shutdownContext(ctx)
 		serr := l.client.Shutdown(sctx)
 		// A guest error is init's stop failing after its sync (e.g. the
 		// read-only remount): the sync still happened.
@@ -590,11 +590,14 @@ func (l *Lane) Close(ctx context.Context) error {
 		// A VMM that died meanwhile (killed, crashed) breaks the session in
 		// more ways than ErrSessionLost; that is not a failed shutdown but
 		// the VMM's exit, which persist reports.
-		// On an ephemeral root, init failing its read-only remount (after
-		// the guest filled the bound and ext4 aborted its journal) loses
-		// nothing: the root is thrown away.
-		ephemeralOnly := l.root.ephemeral && errors.As(serr, new(*control.GuestError))
-		if serr != nil && !ephemeralOnly && !errors.Is(serr, control.ErrSessionLost) && !l.exitedWith(serr) {
+		// A root with nothing to persist (read-only, or ephemeral: thrown
+		// away) loses nothing to a guest that fails its shutdown (e.g. the
+		// read-only remount, after the guest filled an ephemeral root's
+		// bound and ext4 aborted its journal) or is too starved of CPU to
+		// finish it within the grace: host mounts are written through
+		// (no writeback cache), so the kill below is the whole close.
+		nothingToPersist := l.root.cow == nil || l.root.ephemeral
+		if serr != nil && !nothingToPersist && !errors.Is(serr, control.ErrSessionLost) && !l.exitedWith(serr) {
 			err = fmt.Errorf("guest shutdown: %w", serr)
 		}
 		select {
@@ -604,12 +607,15 @@ func (l *Lane) Close(ctx context.Context) error {
 		}
 		cancel()
 	}
-	l.release()
+	perr := l.release()
 	cause := err
 	if cause == nil {
 		cause = l.exitedError() // the session was lost: the VMM died
 	}
-	if perr := l.root.persist(ctx, synced, cause); perr != nil {
+	if perr == nil {
+		perr = l.root.persist(ctx, synced, cause)
+	}
+	if perr != nil {
 		if err != nil {
 			perr = fmt.Errorf("%w (and the guest did not shut down cleanly: %v)", perr, err)
 		}
@@ -639,16 +645,54 @@ func (l *Lane) kill() {
 	l.release()
 }
 
-func (l *Lane) release() {
+// release stops the host-side services once the VMM is gone. Every service
+// follows its context except a COW root's block store call in flight,
+// which is never abandoned: if one does not settle within
+// storeAnswerTimeout, release returns its *StoreError and leaves the
+// service to end, and the files to close, whenever the call settles.
+func (l *Lane) release() error {
 	l.stopServices()
 	if l.stack != nil {
 		l.stack.Close()
 	}
 	l.client.Close()
 	<-l.machine.Done()
-	l.services.Wait()
-	l.root.Close()
-	if l.conFile != nil {
-		l.conFile.Close()
+	done := make(chan struct{})
+	closeFiles := func() {
+		l.services.Wait()
+		l.root.Close()
+		if l.conFile != nil {
+			l.conFile.Close()
+		}
+		close(done)
 	}
+	go closeFiles()
+	return l.root.await(done, func() {})
+}
+
+// shutdownContext is ctx, ended once the guest has had shutdownGrace to
+// shut down, not counting the time the host spent in the block store's
+// calls (a slow store's write-back is part of the guest's sync), or once
+// one store call has been in flight for storeAnswerTimeout.
+func (l *Lane) shutdownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(ctx)
+	start := time.Now()
+	_, _, spentBefore := l.root.store.state()
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+			}
+			_, busy, spent := l.root.store.state()
+			if time.Since(start)-(spent-spentBefore) > shutdownGrace || busy > storeAnswerTimeout {
+				cancel()
+				return
+			}
+		}
+	}()
+	return sctx, cancel
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/torkbot/sandbox/blockstore"
 	"github.com/torkbot/sandbox/blockstore/nbd"
@@ -40,6 +41,83 @@ const ephemeralRootBytes = 256 << 20
 // read-modify-write of larger blocks for a 4 KiB change.
 const ephemeralBlockSize = 4096
 
+// storeAnswerTimeout bounds how long close waits for one block store
+// write() or flush() once nothing else is left to wait for. The call is
+// never abandoned (blockstore/eventstore): past this bound close rejects,
+// the store stays claimed until the call settles (src/block-store-events.ts)
+// and no flush() follows a write() that settles late, so the store keeps
+// its last flushed state, or the one the late flush() completes. 30 s is
+// the FUSE backend call timeout (vfs.DefaultCallTimeout): a store is as
+// remote as a mount's backend, and one write() is at most 64 MiB.
+const storeAnswerTimeout = 30 * time.Second
+
+// watchedStore is a COW root's store as the lane sees it: which write() or
+// flush() is in flight and since when, and how long the store has spent in
+// them, so that close can tell a guest that does not shut down from a
+// store that is slow, and name a store call that does not answer.
+type watchedStore struct {
+	blockstore.Store
+	mu    sync.Mutex
+	call  string    // "write()" or "flush()" while one is in flight
+	since time.Time // when it began
+	spent time.Duration
+}
+
+func (w *watchedStore) Write(ctx context.Context, chunks []blockstore.Chunk) error {
+	defer w.track("write()")()
+	return w.Store.Write(ctx, chunks)
+}
+
+func (w *watchedStore) Flush(ctx context.Context) error {
+	defer w.track("flush()")()
+	return w.Store.Flush(ctx)
+}
+
+func (w *watchedStore) track(call string) (done func()) {
+	w.mu.Lock()
+	w.call, w.since = call, time.Now()
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		w.spent += time.Since(w.since)
+		w.call = ""
+		w.mu.Unlock()
+	}
+}
+
+// state returns the call in flight ("" if none) and for how long, and the
+// total time spent in calls, the one in flight included.
+func (w *watchedStore) state() (call string, busy, spent time.Duration) {
+	if w == nil {
+		return "", 0, 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.call != "" {
+		busy = time.Since(w.since)
+	}
+	return w.call, busy, w.spent + busy
+}
+
+// await waits until done is closed, or until a store call has been in
+// flight for storeAnswerTimeout: then it calls giveUp and returns a
+// *StoreError naming that call. Without a store it only waits.
+func (r *rootDisk) await(done <-chan struct{}, giveUp func()) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-tick.C:
+		}
+		if call, busy, _ := r.store.state(); busy > storeAnswerTimeout {
+			giveUp()
+			return &StoreError{Op: "flush", Err: fmt.Errorf("block store %s did not answer within %v (the store stays attached to this process until it does, and no flush() follows)", call, storeAnswerTimeout)}
+		}
+	}
+}
+
 // StoreError reports that a COW root's block store failed, or answered
 // something invalid: when the disk opened (list()), or at the final flush of
 // close. The store still holds the state of its last successful flush.
@@ -65,6 +143,7 @@ type rootDisk struct {
 	file  *os.File
 	image *qcow2.Image
 	cow   *blockstore.Device // nil for a read-only root
+	store *watchedStore      // a COW root's store (not an ephemeral one's)
 	// ephemeral: cow's store is a ramstore, dropped at close.
 	ephemeral bool
 }
@@ -109,9 +188,10 @@ func openRoot(ctx context.Context, d vmm.Disk, store blockstore.Store, ephemeral
 		r.ephemeral = true
 	}
 	if store != nil {
+		r.store = &watchedStore{Store: store}
 		// The device is exactly the base's size: writes past it are
 		// refused (the NBD export cannot grow either).
-		r.cow, err = blockstore.Open(ctx, img, img.Size(), store, blockstore.Options{MaxDirtyBytes: cowMaxDirtyBytes})
+		r.cow, err = blockstore.Open(ctx, img, img.Size(), r.store, blockstore.Options{MaxDirtyBytes: cowMaxDirtyBytes})
 		if err != nil {
 			f.Close()
 			return nil, &StoreError{Op: "open", Err: err}
@@ -167,7 +247,8 @@ func serveRoot(ctx context.Context, conn *os.File, root *rootDisk, log io.Writer
 // the guest did flush; close then fails with why (cause), rather than claim
 // persisted what the guest never synced.
 //
-// Flush does not read the base image, so this may run after Close.
+// Flush does not read the base image, so this may run after Close. A store
+// call that does not answer ends it after storeAnswerTimeout (see await).
 func (r *rootDisk) persist(ctx context.Context, synced bool, cause error) error {
 	if r == nil || r.cow == nil || r.ephemeral {
 		return nil
@@ -175,7 +256,18 @@ func (r *rootDisk) persist(ctx context.Context, synced bool, cause error) error 
 	if !synced {
 		return fmt.Errorf("the root disk's writes since the guest's last flush were not persisted (%d bytes dropped; the block store keeps the state of that flush): %w", r.cow.Dirty(), cause)
 	}
-	if err := r.cow.Flush(context.WithoutCancel(ctx)); err != nil {
+	fctx, giveUp := context.WithCancel(context.WithoutCancel(ctx))
+	defer giveUp()
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = r.cow.Flush(fctx)
+	}()
+	if werr := r.await(done, giveUp); werr != nil {
+		return werr
+	}
+	if err != nil {
 		return &StoreError{Op: "flush", Err: err}
 	}
 	return nil

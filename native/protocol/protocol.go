@@ -24,6 +24,9 @@ const (
 	MethodExec  = "exec"
 	MethodSpawn = "spawn"
 	MethodClose = "close"
+	// MethodStats answers the counters a leak check needs that /proc cannot
+	// show; for tests and scripts/soak.mjs, not the public API.
+	MethodStats = "stats"
 )
 
 // Events: handler(event, payload) calls from the addon into JS.

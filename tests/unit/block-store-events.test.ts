@@ -11,6 +11,7 @@ import { bootSandbox, type SandboxPlan } from "../../src/boot.js";
 import { checkBootOptions } from "../../src/boot-options.js";
 import { blockStoreEventHandler, decodeWrite, storeContext, encodeChunks, encodeList } from "../../src/block-store-events.js";
 import { rootfs, type SandboxBlockChunk, type SandboxBlockStore, type SandboxBlockStoreContext } from "../../src/index.js";
+import type { NativeEventHandler } from "../../src/native.js";
 import { codedFailure, FakeNativeAddon } from "./fake-native-addon.js";
 
 const BASE = "built-in:debian:13-slim:qcow2:linux:x64:sha256:" + "ab".repeat(32);
@@ -177,6 +178,32 @@ describe("one store, one running sandbox", () => {
       },
     });
     await assert.rejects(bootSandbox({ addon: failing, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined)), { code: "ERR_SANDBOX_BLOCK_STORE" });
+    await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined))).close();
+  });
+
+  test("a close that gave up on a write() in flight keeps the store claimed until the write settles", async () => {
+    const directory = platformDirectory();
+    const { store } = memoryStore(4096);
+    let land: () => void = () => undefined;
+    store.write = () => new Promise<void>((resolve) => (land = resolve));
+    let handler: NativeEventHandler | undefined;
+    const addon = new FakeNativeAddon({
+      boot: (_, h) => {
+        handler = h;
+        return { id: 1 };
+      },
+      close: () => {
+        throw codedFailure("ERR_SANDBOX_BLOCK_STORE", "block store write() did not answer within 30s");
+      },
+    });
+    const lane = await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined));
+    const write = handler?.("block-write", writePayload([{ start: 0n, data: new Uint8Array(4096) }])) as Promise<unknown>;
+    await assert.rejects(lane.close(), { code: "ERR_SANDBOX_BLOCK_STORE" });
+    await assert.rejects(bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined)), { code: "ERR_SANDBOX_STORE_IN_USE" });
+    land();
+    await write;
+    await new Promise((resolve) => setImmediate(resolve));
+    addon.on("close", () => ({}));
     await (await bootSandbox({ addon, directory, imageDirectories: [] }, plan(store), checkBootOptions(undefined))).close();
   });
 

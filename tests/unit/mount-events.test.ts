@@ -86,6 +86,22 @@ describe("mount events", () => {
     });
   });
 
+  test("refuses a read() that resolves to anything but bytes, rather than send its text", async () => {
+    for (const garbage of [42, "text", null, { length: 1 }]) {
+      const odd: SandboxFileSystem = {
+        stat: async () => ({ type: "file", sizeBytes: 1, mediaType: null, modifiedAtMs: null }),
+        list: async () => [],
+        read: async () => garbage as unknown as Uint8Array,
+      };
+      const handle = mountEventHandler([{ path: "/w", fileSystem: odd }]);
+      await assert.rejects(handle("fs", event({ mount: 0, op: "read", path: "/f", offset: 0, length: 1 })), (error: Error & { code?: string }) => {
+        assert.equal(error.code, "EIO");
+        assert.match(error.message, /\/w: read \/f: read\(\) must resolve to a Uint8Array, got /);
+        return true;
+      });
+    }
+  });
+
   test("aborts the signal of a read the guest interrupted", async () => {
     let seen: AbortSignal | undefined;
     const slow: SandboxFileSystem = {

@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { defineSandbox, network, rootfs } from "@torkbot/sandbox";
+import { listenInOrigins } from "./origins.mjs";
 
 const ORIGIN = "198.51.100.10";
 
@@ -28,7 +29,8 @@ describe("policy and middleware faults", () => {
       res.end("origin\n");
     });
     server.on("connection", () => connections++);
-    await new Promise((resolve) => server.listen(7000, ORIGIN, resolve));
+    // In the origins' namespace: the host's own addresses are refused.
+    await listenInOrigins(server, 7000, ORIGIN);
     const policy = network.policy((conn) => {
       if (conn.dst.ip !== ORIGIN) return undefined;
       switch (conn.dst.port) {
